@@ -1,0 +1,1 @@
+//! Ringway's load generator and benchmark origin (being written).

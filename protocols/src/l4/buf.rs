@@ -1,0 +1,170 @@
+//! Read buffers chosen by the transport: a per-core free list of fixed-size heap buffers.
+//!
+//! A buffer goes back to its core's free list when the [`IoBuf`] holding it is dropped, so a
+//! connection that is not in the middle of a read holds none. The pool is thread-local: every
+//! executor thread has its own, and nothing here is shared between cores.
+
+use std::cell::RefCell;
+use std::ops::Deref;
+
+/// Size of every pooled read buffer: one read returns at most this many bytes.
+pub const READ_BUF_SIZE: usize = 16 * 1024;
+
+/// Free buffers kept per core; beyond it a returned buffer is freed.
+const MAX_POOLED_BUFFERS: usize = 1024;
+
+struct Pool {
+    free: Vec<Vec<u8>>,
+    stats: PoolStats,
+}
+
+/// Counters of this core's read-buffer pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Buffers currently handed out (held by an [`IoBuf`] or an in-flight read).
+    pub in_use: usize,
+    /// Buffers waiting in the free list.
+    pub free: usize,
+    /// Buffers ever allocated on this core.
+    pub allocated: u64,
+}
+
+thread_local! {
+    static POOL: RefCell<Pool> = const {
+        RefCell::new(Pool { free: Vec::new(), stats: PoolStats { in_use: 0, free: 0, allocated: 0 } })
+    };
+}
+
+/// This core's pool counters.
+pub fn pool_stats() -> PoolStats {
+    POOL.with(|p| {
+        let p = p.borrow();
+        PoolStats { free: p.free.len(), ..p.stats }
+    })
+}
+
+/// Takes a buffer of `READ_BUF_SIZE` initialized bytes from this core's pool.
+pub(crate) fn take() -> Vec<u8> {
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        p.stats.in_use += 1;
+        match p.free.pop() {
+            Some(buf) => buf,
+            None => {
+                p.stats.allocated += 1;
+                vec![0; READ_BUF_SIZE]
+            }
+        }
+    })
+}
+
+/// Returns a buffer taken with [`take`], whatever its current length.
+pub(crate) fn give_back(mut buf: Vec<u8>) {
+    if buf.capacity() < READ_BUF_SIZE {
+        POOL.with(|p| p.borrow_mut().stats.in_use -= 1);
+        return;
+    }
+    // SAFETY: every pooled buffer was created with READ_BUF_SIZE initialized bytes
+    // (`vec![0; READ_BUF_SIZE]`) and is only ever truncated, which does not de-initialize memory;
+    // u8 has no drop glue and no invalid bit patterns.
+    unsafe { buf.set_len(READ_BUF_SIZE) };
+    POOL.with(|p| {
+        let mut p = p.borrow_mut();
+        p.stats.in_use = p.stats.in_use.saturating_sub(1);
+        if p.free.len() < MAX_POOLED_BUFFERS {
+            p.free.push(buf);
+        }
+    });
+}
+
+/// Bytes read from a stream, in a buffer the transport chose.
+///
+/// Dereferences to the unconsumed bytes; [`IoBuf::advance`] consumes from the front. Dropping it
+/// returns the memory to this core's pool.
+pub struct IoBuf {
+    buf: Vec<u8>,
+    start: usize,
+    pooled: bool,
+}
+
+impl IoBuf {
+    /// Wraps a pooled buffer whose first `len` bytes were filled.
+    pub(crate) fn from_pooled(mut buf: Vec<u8>, len: usize) -> IoBuf {
+        buf.truncate(len);
+        IoBuf { buf, start: 0, pooled: true }
+    }
+
+    /// Wraps bytes that did not come from the pool (tests, adapters); they are freed, not pooled.
+    pub fn from_vec(buf: Vec<u8>) -> IoBuf {
+        IoBuf { buf, start: 0, pooled: false }
+    }
+
+    /// The whole pooled buffer, for a backend to read into.
+    pub(crate) fn spare_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[..]
+    }
+
+    /// Consumes `n` bytes from the front.
+    ///
+    /// # Panics
+    /// If `n` exceeds the remaining length (a caller bug, never peer-controlled).
+    pub fn advance(&mut self, n: usize) {
+        assert!(n <= self.len(), "advance past the end of an IoBuf");
+        self.start += n;
+    }
+
+    /// Keeps only the first `n` unconsumed bytes.
+    pub fn truncate(&mut self, n: usize) {
+        self.buf.truncate(self.start + n.min(self.len()));
+    }
+}
+
+impl Deref for IoBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.buf[self.start..]
+    }
+}
+
+impl std::fmt::Debug for IoBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IoBuf").field("len", &self.len()).finish()
+    }
+}
+
+impl Drop for IoBuf {
+    fn drop(&mut self) {
+        if self.pooled {
+            give_back(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_return_to_the_pool_and_are_reused() {
+        let before = pool_stats();
+        let a = IoBuf::from_pooled(take(), 5);
+        assert_eq!(a.len(), 5);
+        assert_eq!(pool_stats().in_use, before.in_use + 1);
+        drop(a);
+        let after = pool_stats();
+        assert_eq!(after.in_use, before.in_use);
+        let allocated = after.allocated;
+        let b = IoBuf::from_pooled(take(), READ_BUF_SIZE);
+        assert_eq!(b.len(), READ_BUF_SIZE, "a reused buffer has its full length back");
+        assert_eq!(pool_stats().allocated, allocated, "no new allocation on reuse");
+    }
+
+    #[test]
+    fn advance_and_truncate() {
+        let mut b = IoBuf::from_vec(b"hello world".to_vec());
+        b.advance(6);
+        assert_eq!(&b[..], b"world");
+        b.truncate(3);
+        assert_eq!(&b[..], b"wor");
+    }
+}

@@ -1,0 +1,167 @@
+//! The transport seam: every socket byte the proxy, the origin and the load generator move goes
+//! through the owned-buffer traits here, shaped for completion I/O.
+//!
+//! A read returns a buffer the transport chose ([`IoBuf`], from a per-core pool today and a
+//! provided-buffer ring later), so a connection that is waiting holds a buffer only while the
+//! backend needs one. A write takes ownership of its buffer and hands it back with the result,
+//! which is what a completion backend needs: the kernel may touch the memory until the
+//! completion arrives, whatever the caller does meanwhile. `docs/why-owned-buffers.md` explains
+//! the choice.
+
+mod buf;
+pub mod glommio;
+pub mod probe;
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+pub use buf::{pool_stats, IoBuf, PoolStats, READ_BUF_SIZE};
+
+/// A buffer whose bytes stay at one address for as long as it is owned, whoever holds it.
+///
+/// # Safety
+/// Implementors promise that `as_ptr()` and `len()` of the slice returned by `bytes` do not change
+/// while the value is not mutated, and that moving the value does not move the bytes (they live
+/// on the heap or in static memory). A completion backend hands that address to the kernel.
+pub unsafe trait StableBuf: 'static {
+    /// The bytes to write.
+    fn bytes(&self) -> &[u8];
+}
+
+// SAFETY: a Vec's bytes live on the heap and do not move when the Vec is moved.
+unsafe impl StableBuf for Vec<u8> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+// SAFETY: a boxed slice's bytes live on the heap.
+unsafe impl StableBuf for Box<[u8]> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+// SAFETY: static bytes never move.
+unsafe impl StableBuf for &'static [u8] {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+// SAFETY: an IoBuf's bytes live in its heap Vec, which moves with it without moving the bytes.
+unsafe impl StableBuf for IoBuf {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+/// One connected byte stream (TCP today), read and written with owned buffers.
+///
+/// Futures are not `Send`: a stream lives and dies on the core that accepted or opened it.
+///
+/// # Cancellation
+/// Dropping a `read` or `write_all` future abandons the operation. The stream is then in an
+/// unknown state (a write may have been partly sent) and should be closed, not reused; a
+/// completion backend keeps the buffer alive until the kernel's final completion arrives.
+#[allow(async_fn_in_trait)]
+pub trait Stream {
+    /// Reads the next bytes the peer sent into a buffer the transport chose.
+    ///
+    /// Returns `Ok(None)` at end of stream. A returned buffer is never empty.
+    ///
+    /// # Errors
+    /// Any socket error (reset, timeout set on the socket).
+    async fn read(&mut self) -> io::Result<Option<IoBuf>>;
+
+    /// Writes every byte of `buf`, then hands the buffer back.
+    ///
+    /// # Errors
+    /// Any socket error; how much of `buf` was sent is then unknown, so close the stream.
+    async fn write_all<B: StableBuf>(&mut self, buf: B) -> (io::Result<()>, B);
+
+    /// Shuts down the write half (sends FIN); reads keep working.
+    ///
+    /// # Errors
+    /// As `shutdown(2)`.
+    async fn shutdown_write(&mut self) -> io::Result<()>;
+
+    /// The remote address, when the backend knows it.
+    fn peer_addr(&self) -> Option<SocketAddr>;
+
+    /// Whether an idle stream can carry a new exchange: the peer has neither closed it nor sent
+    /// bytes nobody asked for. A non-blocking peek, no await; used when a pooled connection is
+    /// checked out.
+    fn is_idle_and_open(&self) -> bool;
+}
+
+/// A listening socket adopted by a backend, yielding [`Stream`]s on the core that owns it.
+#[allow(async_fn_in_trait)]
+pub trait Listener {
+    /// The streams this listener yields.
+    type Stream: Stream;
+
+    /// Waits for the next connection and returns it with the peer address.
+    ///
+    /// # Errors
+    /// As `accept4(2)`: `EMFILE`/`ENFILE` when out of descriptors (back off and retry), and
+    /// per-connection errors (`ECONNABORTED`) that do not affect the listener.
+    async fn accept(&self) -> io::Result<(Self::Stream, SocketAddr)>;
+
+    /// The address the socket is bound to.
+    ///
+    /// # Errors
+    /// As `getsockname(2)`.
+    fn local_addr(&self) -> io::Result<SocketAddr>;
+}
+
+/// An I/O backend: how listeners are adopted and outbound connections opened on this core.
+#[allow(async_fn_in_trait)]
+pub trait Backend: 'static {
+    /// Connected streams.
+    type Stream: Stream;
+    /// Listening sockets.
+    type Listener: Listener<Stream = Self::Stream>;
+
+    /// A short name for logs (`"glommio"`, `"uring"`).
+    const NAME: &'static str;
+
+    /// Adopts a bound, listening socket built elsewhere (socket2, or handed over by an older
+    /// process during an upgrade). Must be called on the core that will accept on it.
+    ///
+    /// # Errors
+    /// When the descriptor is not a listening TCP socket the backend can drive.
+    fn adopt_listener(fd: OwnedFd) -> io::Result<Self::Listener>;
+
+    /// Opens a TCP connection to `addr`, failing with `TimedOut` after `timeout`.
+    ///
+    /// TCP_NODELAY is set on the new stream.
+    ///
+    /// # Errors
+    /// Refused, unreachable, timed out, or out of descriptors.
+    async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Self::Stream>;
+}
+
+/// Reads from `stream` until `buf` ends at least `want` bytes past its current length, or EOF.
+///
+/// Returns how many bytes were appended. A convenience for tests and simple clients; the proxy
+/// works on the [`IoBuf`]s directly.
+///
+/// # Errors
+/// As [`Stream::read`].
+pub async fn read_at_least<S: Stream>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    want: usize,
+) -> io::Result<usize> {
+    let start = buf.len();
+    while buf.len() - start < want {
+        match stream.read().await? {
+            Some(chunk) => buf.extend_from_slice(&chunk),
+            None => break,
+        }
+    }
+    Ok(buf.len() - start)
+}
