@@ -1,1 +1,203 @@
-//! Shared helpers for Ringway's end-to-end suites over real loopback sockets.
+//! Shared helpers for Ringway's end-to-end suites over real loopback sockets: start origins and
+//! the engine, speak raw HTTP/1.1 from a blocking client, and parse what comes back with the
+//! project's own codec.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use ringway::config;
+use ringway::gateway::Gateway;
+use ringway::{Server, ServerHandle};
+use ringway_bench::origin::{self, OriginConfig, OriginHandle};
+use ringway_protocols::http::v1::{
+    parse_response, response_framing, BodyDecoder, Limits, Method, Parsed, ResponseHead,
+};
+
+/// How long a test client waits for bytes before deciding nothing more comes.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Starts a benchmark origin on a free port.
+pub fn origin() -> OriginHandle {
+    origin_with(OriginConfig::default())
+}
+
+/// Starts a benchmark origin on a free port with `cfg` (its `listen` is replaced).
+pub fn origin_with(cfg: OriginConfig) -> OriginHandle {
+    origin::start(OriginConfig {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..cfg
+    })
+    .expect("origin starts")
+}
+
+/// A free loopback port nobody listens on (bound, then closed).
+pub fn dead_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// The gateway configuration text for one listener, one upstream of `peers`, one catch-all
+/// route, and `extra` appended (more tables, or keys for `[server]`).
+pub fn gateway_config(peers: &[SocketAddr], extra: &str) -> String {
+    let peers: Vec<String> = peers.iter().map(|p| format!("\"{p}\"")).collect();
+    format!(
+        "[server]\ncpus = [0]\ngrace_period = \"2s\"\n\n[[listeners]]\naddress = \"127.0.0.1:0\"\n\n[[upstreams]]\nname = \"app\"\npeers = [{}]\nconnect_timeout = \"1s\"\nread_timeout = \"5s\"\n\n[[routes]]\npath_prefix = \"/\"\nupstream = \"app\"\n{extra}",
+        peers.join(", ")
+    )
+}
+
+/// Starts the built-in gateway from configuration text.
+pub fn gateway(text: &str) -> ServerHandle {
+    let cfg = config::parse(text, "<test>").expect("valid test config");
+    let conf = cfg.server.clone();
+    Server::new(conf, move |_core| Gateway::new(&cfg))
+        .start()
+        .expect("gateway starts")
+}
+
+/// Polls `cond` every 20 ms for up to 5 s; true if it became true.
+pub fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cond()
+}
+
+/// A parsed response.
+#[derive(Debug)]
+pub struct Response {
+    /// The head.
+    pub head: ResponseHead,
+    /// The decoded body.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The status.
+    pub fn status(&self) -> u16 {
+        self.head.status
+    }
+
+    /// A header as a string.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.headers.get_str(name)
+    }
+}
+
+/// A blocking HTTP/1.1 client over one connection, for tests.
+pub struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Client {
+    /// Connects to `addr`.
+    pub fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Sends raw bytes.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+    }
+
+    /// Tries to send raw bytes; false if the connection is gone.
+    pub fn try_send(&mut self, bytes: &[u8]) -> bool {
+        self.stream.write_all(bytes).is_ok()
+    }
+
+    /// Reads one response to a request of `method`; `None` if the connection closed (or reset)
+    /// before a complete head.
+    pub fn read_response(&mut self, method: &str) -> Option<Response> {
+        let limits = Limits::default();
+        let head = loop {
+            if let Ok(Parsed::Complete { head, len }) = parse_response(&self.buf, &limits) {
+                self.buf.drain(..len);
+                break head;
+            }
+            if !self.fill() {
+                return None;
+            }
+        };
+        let framing =
+            response_framing(&Method::from(method), &head).expect("valid response framing");
+        let mut decoder = BodyDecoder::new(&framing);
+        let mut body = Vec::new();
+        loop {
+            let d = decoder.decode(&self.buf).expect("valid response body");
+            body.extend_from_slice(&self.buf[d.data.clone()]);
+            self.buf.drain(..d.consumed);
+            if d.done {
+                break;
+            }
+            if !self.fill() {
+                decoder.on_eof().expect("response body complete at EOF");
+                break;
+            }
+        }
+        Some(Response { head, body })
+    }
+
+    /// Sends a request and reads its response.
+    pub fn request(&mut self, method: &str, raw: &[u8]) -> Option<Response> {
+        self.send(raw);
+        self.read_response(method)
+    }
+
+    fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 64 * 1024];
+        match self.stream.read(&mut chunk) {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    /// True if the server closed the connection (EOF or reset) within the client timeout,
+    /// with no further bytes.
+    pub fn is_closed(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut b = [0u8; 1];
+        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
+            && {
+                // A read timeout is not a close.
+                let mut b2 = [0u8; 1];
+                self.stream
+                    .set_read_timeout(Some(Duration::from_millis(50)))
+                    .unwrap();
+                let r = self.stream.read(&mut b2);
+                self.stream.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+                !matches!(r, Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut)
+            }
+    }
+}
+
+/// One request on a fresh connection: returns the response and whether the server then closed.
+pub fn one_shot(addr: SocketAddr, method: &str, raw: &[u8]) -> (Option<Response>, bool) {
+    let mut c = Client::connect(addr);
+    c.send(raw);
+    let r = c.read_response(method);
+    let closed = c.is_closed();
+    (r, closed)
+}
+
+/// A GET request with a Host header.
+pub fn get(path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").into_bytes()
+}

@@ -39,7 +39,10 @@ thread_local! {
 pub fn pool_stats() -> PoolStats {
     POOL.with(|p| {
         let p = p.borrow();
-        PoolStats { free: p.free.len(), ..p.stats }
+        PoolStats {
+            free: p.free.len(),
+            ..p.stats
+        }
     })
 }
 
@@ -91,12 +94,20 @@ impl IoBuf {
     /// Wraps a pooled buffer whose first `len` bytes were filled.
     pub(crate) fn from_pooled(mut buf: Vec<u8>, len: usize) -> IoBuf {
         buf.truncate(len);
-        IoBuf { buf, start: 0, pooled: true }
+        IoBuf {
+            buf,
+            start: 0,
+            pooled: true,
+        }
     }
 
     /// Wraps bytes that did not come from the pool (tests, adapters); they are freed, not pooled.
     pub fn from_vec(buf: Vec<u8>) -> IoBuf {
-        IoBuf { buf, start: 0, pooled: false }
+        IoBuf {
+            buf,
+            start: 0,
+            pooled: false,
+        }
     }
 
     /// The whole pooled buffer, for a backend to read into.
@@ -155,8 +166,16 @@ mod tests {
         assert_eq!(after.in_use, before.in_use);
         let allocated = after.allocated;
         let b = IoBuf::from_pooled(take(), READ_BUF_SIZE);
-        assert_eq!(b.len(), READ_BUF_SIZE, "a reused buffer has its full length back");
-        assert_eq!(pool_stats().allocated, allocated, "no new allocation on reuse");
+        assert_eq!(
+            b.len(),
+            READ_BUF_SIZE,
+            "a reused buffer has its full length back"
+        );
+        assert_eq!(
+            pool_stats().allocated,
+            allocated,
+            "no new allocation on reuse"
+        );
     }
 
     #[test]

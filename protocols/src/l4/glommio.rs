@@ -113,7 +113,13 @@ impl Listener for GlommioListener {
             set_cloexec(stream.as_raw_fd())?;
             stream.set_nodelay(true).map_err(io::Error::from)?;
             let peer = stream.peer_addr().map_err(io::Error::from)?;
-            return Ok((GlommioStream { inner: stream, peer: Some(peer) }, peer));
+            return Ok((
+                GlommioStream {
+                    inner: stream,
+                    peer: Some(peer),
+                },
+                peer,
+            ));
         }
     }
 
@@ -152,7 +158,10 @@ fn accept4(listener: RawFd) -> io::Result<(RawFd, SocketAddr)> {
         None => {
             // SAFETY: we own fd and close it exactly once.
             unsafe { libc::close(fd) };
-            Err(io::Error::new(io::ErrorKind::InvalidData, "accepted a non-IP socket"))
+            Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "accepted a non-IP socket",
+            ))
         }
     }
 }
@@ -186,6 +195,9 @@ impl Backend for GlommioBackend {
             .await
             .map_err(io::Error::from)?;
         stream.set_nodelay(true).map_err(io::Error::from)?;
-        Ok(GlommioStream { inner: stream, peer: Some(addr) })
+        Ok(GlommioStream {
+            inner: stream,
+            peer: Some(addr),
+        })
     }
 }

@@ -67,7 +67,7 @@ unsafe impl StableBuf for IoBuf {
 /// unknown state (a write may have been partly sent) and should be closed, not reused; a
 /// completion backend keeps the buffer alive until the kernel's final completion arrives.
 #[allow(async_fn_in_trait)]
-pub trait Stream {
+pub trait Stream: 'static {
     /// Reads the next bytes the peer sent into a buffer the transport chose.
     ///
     /// Returns `Ok(None)` at end of stream. A returned buffer is never empty.
@@ -99,7 +99,7 @@ pub trait Stream {
 
 /// A listening socket adopted by a backend, yielding [`Stream`]s on the core that owns it.
 #[allow(async_fn_in_trait)]
-pub trait Listener {
+pub trait Listener: 'static {
     /// The streams this listener yields.
     type Stream: Stream;
 

@@ -28,9 +28,18 @@ impl UringCapabilities {
 impl fmt::Display for UringCapabilities {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if !self.available {
-            return write!(f, "io_uring unavailable: {}", self.error.as_deref().unwrap_or("?"));
+            return write!(
+                f,
+                "io_uring unavailable: {}",
+                self.error.as_deref().unwrap_or("?")
+            );
         }
-        let missing: Vec<&str> = self.opcodes.iter().filter(|(_, ok)| !ok).map(|(n, _)| *n).collect();
+        let missing: Vec<&str> = self
+            .opcodes
+            .iter()
+            .filter(|(_, ok)| !ok)
+            .map(|(n, _)| *n)
+            .collect();
         write!(
             f,
             "io_uring: {} of {} opcodes, defer_taskrun={}",
@@ -50,12 +59,20 @@ pub fn probe() -> UringCapabilities {
     let ring: IoUring = match IoUring::new(8) {
         Ok(r) => r,
         Err(e) => {
-            return UringCapabilities { available: false, error: Some(e.to_string()), ..Default::default() }
+            return UringCapabilities {
+                available: false,
+                error: Some(e.to_string()),
+                ..Default::default()
+            }
         }
     };
     let mut p = Probe::new();
     if let Err(e) = ring.submitter().register_probe(&mut p) {
-        return UringCapabilities { available: false, error: Some(e.to_string()), ..Default::default() };
+        return UringCapabilities {
+            available: false,
+            error: Some(e.to_string()),
+            ..Default::default()
+        };
     }
     let opcodes = vec![
         ("RECV", p.is_supported(opcode::Recv::CODE)),
@@ -74,7 +91,12 @@ pub fn probe() -> UringCapabilities {
         .setup_defer_taskrun()
         .build(8)
         .is_ok();
-    UringCapabilities { available: true, error: None, opcodes, defer_taskrun }
+    UringCapabilities {
+        available: true,
+        error: None,
+        opcodes,
+        defer_taskrun,
+    }
 }
 
 #[cfg(test)]

@@ -1,2 +1,0 @@
-//! The `ringway` command line.
-fn main() {}

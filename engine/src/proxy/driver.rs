@@ -1,0 +1,1034 @@
+//! The per-connection, per-request driver: reads a head, runs the phases, talks to the
+//! upstream, relays the response, and decides whether either connection can be reused.
+//!
+//! The request path, top to bottom, is [`serve_connection`] -> `proxy_request` ->
+//! (`request_filter`, body pre-read, attempts of `upstream_peer` / connect / `exchange`) ->
+//! `relay_response` -> `logging`. Nothing here blocks or takes a lock; everything it touches
+//! belongs to this core.
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use ringway_protocols::http::v1::{
+    encode_request_head, encode_response_head, expects_continue, parse_request, parse_response,
+    remove_hop_by_hop, request_framing, request_keep_alive, response_framing, response_keep_alive,
+    BodyDecoder, BodyEncoder, BodyFraming, HttpError, Limits, Parsed, RequestHead, ResponseHead,
+    Version,
+};
+use ringway_protocols::l4::{Backend, IoBuf, Stream};
+
+use super::error::{Error, ErrorKind, Result, Retry, Side};
+use super::panic::{guard, guard_sync, payload_str};
+use super::phase::{FailToProxy, ProxyHttp};
+use super::session::Session;
+use super::settings::{HttpSettings, DRAIN_LIMIT_BYTES, EXPECT_CONTINUE_WAIT, REPLAY_BUFFER_BYTES};
+use super::CoreCtx;
+use crate::metrics::bump;
+use crate::runtime::{timeout, LocalSignal};
+use crate::upstream::HttpPeer;
+
+/// A connection with the bytes read past the last parsed message.
+struct Conn<S> {
+    stream: S,
+    /// Bytes received but not consumed yet (a pipelined request, the start of a body).
+    pending: Option<IoBuf>,
+    /// Accumulates a head that arrived in several reads; empty otherwise.
+    scratch: Vec<u8>,
+}
+
+impl<S: Stream> Conn<S> {
+    fn new(stream: S) -> Conn<S> {
+        Conn {
+            stream,
+            pending: None,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Takes the pending bytes, or reads more within `dur`. `Ok(None)` at EOF.
+    async fn next_bytes(&mut self, dur: Duration) -> io::Result<Option<IoBuf>> {
+        if let Some(p) = self.pending.take() {
+            return Ok(Some(p));
+        }
+        timeout(dur, self.stream.read()).await
+    }
+
+    /// Writes `buf` within `dur`.
+    async fn write(&mut self, buf: Vec<u8>, dur: Duration) -> (io::Result<()>, Option<Vec<u8>>) {
+        write_timed(&mut self.stream, buf, dur).await
+    }
+}
+
+async fn write_timed<S: Stream, B: ringway_protocols::l4::StableBuf>(
+    stream: &mut S,
+    buf: B,
+    dur: Duration,
+) -> (io::Result<()>, Option<B>) {
+    // A timed-out write loses its buffer with the dropped future; callers then close.
+    let mut slot = None;
+    let res = timeout(dur, async {
+        let (r, b) = stream.write_all(buf).await;
+        slot = Some(b);
+        r
+    })
+    .await;
+    (res, slot)
+}
+
+/// How reading a head ended, short of a head.
+enum HeadEnd {
+    /// EOF; `partial` when some bytes of a head had arrived.
+    Eof { partial: bool },
+    /// Idle too long before any byte, or shutdown while idle: close without a response.
+    Idle,
+}
+
+/// Why reading a head failed.
+enum HeadError {
+    Http(HttpError),
+    Io(io::Error),
+    /// The deadline passed; `got_bytes` when part of a head had arrived.
+    Timeout {
+        got_bytes: bool,
+    },
+}
+
+/// Reads and parses one head.
+///
+/// `first_byte` bounds the wait for the first byte; once one arrived the whole head must
+/// arrive within `head_timeout` of it. `idle_abort` ends the wait before the first byte (the
+/// core is shutting down). The head is re-parsed only when an end-of-head marker or a limit
+/// boundary arrives, so a head sent one byte at a time costs linear, not quadratic, time.
+async fn read_head<S: Stream, T>(
+    conn: &mut Conn<S>,
+    parse: impl Fn(&[u8]) -> std::result::Result<Parsed<T>, HttpError>,
+    limits: &Limits,
+    first_byte: Duration,
+    head_timeout: Duration,
+    idle_abort: Option<&LocalSignal>,
+) -> std::result::Result<std::result::Result<T, HeadEnd>, HeadError> {
+    if conn.scratch.is_empty() {
+        if let Some(mut p) = conn.pending.take() {
+            match parse(&p).map_err(HeadError::Http)? {
+                Parsed::Complete { head, len } => {
+                    p.advance(len);
+                    if !p.is_empty() {
+                        conn.pending = Some(p);
+                    }
+                    return Ok(Ok(head));
+                }
+                Parsed::Partial => conn.scratch.extend_from_slice(&p),
+            }
+        }
+    }
+    let mut first_at = (!conn.scratch.is_empty()).then(Instant::now);
+    let mut line_seen = conn.scratch.contains(&b'\n');
+    loop {
+        let wait = match first_at {
+            None => first_byte,
+            Some(t) => head_timeout.saturating_sub(t.elapsed()),
+        };
+        let read = timeout(wait, conn.stream.read());
+        let res = match (first_at, idle_abort) {
+            (None, Some(signal)) => {
+                futures_lite::future::or(read, async {
+                    signal.wait().await;
+                    Err(io::Error::from(io::ErrorKind::Interrupted))
+                })
+                .await
+            }
+            _ => read.await,
+        };
+        let buf = match res {
+            Ok(Some(buf)) => buf,
+            Ok(None) => {
+                return Ok(Err(HeadEnd::Eof {
+                    partial: first_at.is_some(),
+                }))
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Err(HeadEnd::Idle)),
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return Err(HeadError::Timeout {
+                    got_bytes: first_at.is_some(),
+                })
+            }
+            Err(e) => return Err(HeadError::Io(e)),
+        };
+        if first_at.is_none() {
+            first_at = Some(Instant::now());
+        }
+        if conn.scratch.is_empty() {
+            // The common case: the whole head in one read, parsed in place.
+            match parse(&buf).map_err(HeadError::Http)? {
+                Parsed::Complete { head, len } => {
+                    let mut buf = buf;
+                    buf.advance(len);
+                    if !buf.is_empty() {
+                        conn.pending = Some(buf);
+                    }
+                    return Ok(Ok(head));
+                }
+                Parsed::Partial => {
+                    line_seen = buf.contains(&b'\n');
+                    conn.scratch.extend_from_slice(&buf);
+                    continue;
+                }
+            }
+        }
+        let old = conn.scratch.len();
+        conn.scratch.extend_from_slice(&buf);
+        let window = &conn.scratch[old.saturating_sub(3)..];
+        let marker =
+            window.windows(3).any(|w| w == b"\n\r\n") || window.windows(2).any(|w| w == b"\n\n");
+        let new_line = !line_seen && buf.contains(&b'\n');
+        line_seen |= new_line;
+        let over_limit = conn.scratch.len() > limits.max_head_bytes
+            || (!line_seen && conn.scratch.len() > limits.max_request_line_bytes);
+        if marker || new_line || over_limit {
+            match parse(&conn.scratch).map_err(HeadError::Http)? {
+                Parsed::Complete { head, len } => {
+                    if len < conn.scratch.len() {
+                        conn.pending = Some(IoBuf::from_vec(conn.scratch[len..].to_vec()));
+                    }
+                    conn.scratch = Vec::new();
+                    return Ok(Ok(head));
+                }
+                Parsed::Partial => {}
+            }
+        }
+    }
+}
+
+/// Serves one downstream connection until it closes, its keep-alive ends, or the core shuts
+/// down. Never panics outward: the caller also runs it under a guard as a backstop.
+pub(crate) async fn serve_connection<B: Backend, P: ProxyHttp>(
+    app: Rc<P>,
+    core: Rc<CoreCtx<B::Stream>>,
+    settings: Rc<HttpSettings>,
+    stream: B::Stream,
+    client: SocketAddr,
+) {
+    let mut conn = Conn::new(stream);
+    let mut first = true;
+    loop {
+        let first_byte = if first {
+            settings.header_timeout
+        } else {
+            settings.keepalive_timeout
+        };
+        let head = read_head(
+            &mut conn,
+            |b| parse_request(b, &settings.limits),
+            &settings.limits,
+            first_byte,
+            settings.header_timeout,
+            Some(&core.shutdown),
+        )
+        .await;
+        let head = match head {
+            Ok(Ok(head)) => head,
+            Ok(Err(HeadEnd::Idle)) | Ok(Err(HeadEnd::Eof { partial: false })) => return,
+            Ok(Err(HeadEnd::Eof { partial: true })) | Err(HeadError::Io(_)) => {
+                bump(&core.metrics.errors);
+                return;
+            }
+            Err(HeadError::Timeout { got_bytes }) => {
+                // A keep-alive connection idle too long closes silently; a new connection that
+                // stayed silent, or a head that came too slowly, gets 408.
+                if got_bytes || first {
+                    bump(&core.metrics.errors);
+                    send_error(&mut conn.stream, 408, &settings).await;
+                    core.metrics.record_response(408, 0);
+                }
+                return;
+            }
+            Err(HeadError::Http(e)) => {
+                bump(&core.metrics.errors);
+                send_error(&mut conn.stream, e.status(), &settings).await;
+                core.metrics.record_response(e.status(), 0);
+                return;
+            }
+        };
+        first = false;
+        bump(&core.metrics.requests);
+        let keep = process_request::<B, P>(&app, &core, &settings, &mut conn, head, client).await;
+        if !keep || core.shutdown.is_set() {
+            return;
+        }
+    }
+}
+
+/// What the driver knows about the downstream request's body.
+struct ReqBody {
+    framing: BodyFraming,
+    decoder: BodyDecoder,
+    /// The whole (filtered) body, when it was small enough to read before connecting.
+    buffered: Option<Vec<u8>>,
+    /// Body bytes read from the client so far.
+    read: u64,
+    /// Whether the client's body was read to its end.
+    complete: bool,
+}
+
+impl ReqBody {
+    /// Whether a retry can send the body again.
+    fn replayable(&self) -> bool {
+        self.buffered.is_some() || self.read == 0
+    }
+}
+
+/// Runs one request through the phases; returns whether the downstream connection may be
+/// reused.
+async fn process_request<B: Backend, P: ProxyHttp>(
+    app: &P,
+    core: &CoreCtx<B::Stream>,
+    settings: &HttpSettings,
+    conn: &mut Conn<B::Stream>,
+    head: RequestHead,
+    client: SocketAddr,
+) -> bool {
+    let mut session = Session::new(head, client, core.core);
+    let mut ctx = match guard_sync(|| app.new_ctx()) {
+        Ok(ctx) => ctx,
+        Err(p) => {
+            log::debug!("new_ctx panicked: {}", payload_str(&*p));
+            send_error(&mut conn.stream, 500, settings).await;
+            core.metrics.record_response(500, 0);
+            bump(&core.metrics.errors);
+            return false;
+        }
+    };
+    let client_keep_alive = request_keep_alive(session.req_header());
+    let mut body = None;
+    let result =
+        proxy_request::<B, P>(app, core, settings, conn, &mut session, &mut ctx, &mut body).await;
+    let body_done = body.as_ref().is_none_or(|b: &ReqBody| b.complete);
+    let (reuse, error) = match result {
+        Ok(reuse) => (reuse && client_keep_alive && body_done, None),
+        Err(e) => {
+            bump(&core.metrics.errors);
+            let ftp = match guard(app.fail_to_proxy(&mut session, &e, &mut ctx)).await {
+                Ok(ftp) => ftp,
+                Err(_) => FailToProxy {
+                    error_code: if session.response_started() { 0 } else { 500 },
+                    can_reuse_downstream: false,
+                },
+            };
+            let mut reuse = ftp.can_reuse_downstream && client_keep_alive && body_done;
+            if ftp.error_code > 0 && !session.response_started() {
+                session.status = Some(ftp.error_code);
+                session.downstream_bytes_sent += 1;
+                if !send_status(&mut conn.stream, ftp.error_code, reuse, settings).await {
+                    reuse = false;
+                }
+            } else {
+                reuse = false;
+            }
+            (reuse, Some(e))
+        }
+    };
+    if let Some(status) = session.status {
+        let us = u64::try_from(session.started().elapsed().as_micros()).unwrap_or(u64::MAX);
+        core.metrics.record_response(status, us);
+    }
+    session.request_body_bytes = body.as_ref().map_or(0, |b| b.read);
+    let _ = guard(app.logging(&mut session, error.as_deref(), &mut ctx)).await;
+    reuse
+}
+
+/// Runs a phase future under the panic guard.
+async fn phase<T>(fut: impl Future<Output = Result<T>>) -> Result<T> {
+    match guard(fut).await {
+        Ok(r) => r,
+        Err(p) => Err(Error::new(ErrorKind::Panic, Side::Internal)
+            .context(format!("a phase panicked: {}", payload_str(&*p)))),
+    }
+}
+
+/// Runs a synchronous phase under the panic guard.
+fn phase_sync<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match guard_sync(f) {
+        Ok(r) => r,
+        Err(p) => Err(Error::new(ErrorKind::Panic, Side::Internal)
+            .context(format!("a phase panicked: {}", payload_str(&*p)))),
+    }
+}
+
+fn invalid(side: Side, e: HttpError) -> Box<Error> {
+    Error::new(ErrorKind::InvalidHttp(e), side)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn proxy_request<B: Backend, P: ProxyHttp>(
+    app: &P,
+    core: &CoreCtx<B::Stream>,
+    settings: &HttpSettings,
+    conn: &mut Conn<B::Stream>,
+    session: &mut Session,
+    ctx: &mut P::Ctx,
+    body_slot: &mut Option<ReqBody>,
+) -> Result<bool> {
+    // Framing first: an ambiguous request reaches no phase that could forward it.
+    let framing =
+        request_framing(session.req_header()).map_err(|e| invalid(Side::Downstream, e))?;
+    *body_slot = Some(ReqBody {
+        decoder: BodyDecoder::new(&framing),
+        complete: matches!(framing, BodyFraming::None),
+        framing,
+        buffered: None,
+        read: 0,
+    });
+    let Some(body) = body_slot.as_mut() else {
+        return Err(Error::internal("body slot"));
+    };
+    if session.req_header().method.is_connect() && !settings.allow_connect {
+        return Err(Error::downstream(ErrorKind::MethodNotAllowed));
+    }
+    if let (Some(max), BodyFraming::Length(n)) = (settings.max_body_bytes, &body.framing) {
+        if *n > max {
+            return Err(Error::new(ErrorKind::HttpStatus(413), Side::Downstream));
+        }
+    }
+    let expect_continue = expects_continue(session.req_header()) && !body.complete;
+
+    if phase(app.request_filter(session, ctx)).await? {
+        let direct = session
+            .direct
+            .take()
+            .unwrap_or_else(|| super::session::DirectResponse {
+                head: ResponseHead::new(200),
+                body: Vec::new(),
+            });
+        let mut keep = request_keep_alive(session.req_header());
+        // The client may still be sending a body nobody will read: drain a bounded amount.
+        if !body.complete && !expect_continue {
+            keep &= drain_body(conn, body, settings).await;
+        } else if !body.complete {
+            keep = false;
+        }
+        return write_direct(conn, session, direct, keep, settings)
+            .await
+            .map(|()| keep);
+    }
+
+    // A small Content-Length body is read whole before connecting: it can then be replayed on
+    // a retry and coalesced with the head into one write.
+    if let BodyFraming::Length(n) = body.framing {
+        if n as usize <= REPLAY_BUFFER_BYTES && n > 0 && !expect_continue {
+            let mut whole = Vec::with_capacity(n as usize);
+            read_body_into(conn, body, settings, &mut whole).await?;
+            let mut cow = Cow::Borrowed(&whole[..]);
+            phase(app.request_body_filter(session, &mut cow, true, ctx)).await?;
+            let filtered = cow.into_owned();
+            body.buffered = Some(filtered);
+        }
+    }
+
+    let max_retries = core.max_retries;
+    loop {
+        let peer = phase(app.upstream_peer(session, ctx)).await?;
+        session.peer = Some(peer.clone());
+        let (up, reused) = match core.pool.checkout(peer.addr) {
+            Some(s) => {
+                bump(&core.metrics.upstream_reused);
+                (s, true)
+            }
+            None => match B::connect(peer.addr, peer.connect_timeout).await {
+                Ok(s) => {
+                    bump(&core.metrics.upstream_connects);
+                    (s, false)
+                }
+                Err(e) => {
+                    let e = app.fail_to_connect(
+                        session,
+                        &peer,
+                        ctx,
+                        Error::connect(e).context("connecting upstream"),
+                    );
+                    if e.retry_allowed(false) && session.retries < max_retries && body.replayable()
+                    {
+                        session.retries += 1;
+                        bump(&core.metrics.retries);
+                        continue;
+                    }
+                    return Err(e);
+                }
+            },
+        };
+        session.upstream_reused = reused;
+        let mut up = Conn::new(up);
+        match exchange::<B, P>(
+            app,
+            core,
+            settings,
+            conn,
+            &mut up,
+            session,
+            ctx,
+            body,
+            expect_continue,
+            &peer,
+        )
+        .await
+        {
+            Ok(Exchange {
+                keep_downstream,
+                keep_upstream,
+            }) => {
+                if keep_upstream && !core.shutdown.is_set() {
+                    core.pool.checkin(peer.addr, up.stream);
+                }
+                return Ok(keep_downstream);
+            }
+            Err((e, first_write_failed)) => {
+                if e.side != Side::Upstream {
+                    return Err(e);
+                }
+                let e = if first_write_failed && reused {
+                    e.set_retry(Retry::IfReused)
+                } else {
+                    e
+                };
+                let e = app.error_while_proxy(&peer, session, e, ctx, reused);
+                if e.retry_allowed(reused)
+                    && session.retries < max_retries
+                    && !session.response_started()
+                    && body.replayable()
+                {
+                    session.retries += 1;
+                    bump(&core.metrics.retries);
+                    continue;
+                }
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Reads a Content-Length body whole into `out` (bounded by the caller).
+async fn read_body_into<S: Stream>(
+    conn: &mut Conn<S>,
+    body: &mut ReqBody,
+    settings: &HttpSettings,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    while !body.complete {
+        let Some(mut buf) = conn
+            .next_bytes(settings.body_timeout)
+            .await
+            .map_err(|e| Error::io(Side::Downstream, true, e))?
+        else {
+            return Err(
+                Error::downstream(ErrorKind::ConnectionClosed).context("reading the request body")
+            );
+        };
+        let d = body
+            .decoder
+            .decode(&buf)
+            .map_err(|e| invalid(Side::Downstream, e))?;
+        out.extend_from_slice(&buf[d.data.clone()]);
+        body.read += d.data.len() as u64;
+        buf.advance(d.consumed);
+        if !buf.is_empty() {
+            conn.pending = Some(buf);
+        }
+        body.complete = d.done;
+    }
+    Ok(())
+}
+
+/// Reads and discards up to [`DRAIN_LIMIT_BYTES`] of body; true if the body ended within it.
+async fn drain_body<S: Stream>(
+    conn: &mut Conn<S>,
+    body: &mut ReqBody,
+    settings: &HttpSettings,
+) -> bool {
+    while !body.complete && body.read <= DRAIN_LIMIT_BYTES {
+        let Ok(Some(mut buf)) = conn.next_bytes(settings.body_timeout).await else {
+            return false;
+        };
+        let Ok(d) = body.decoder.decode(&buf) else {
+            return false;
+        };
+        body.read += d.data.len() as u64;
+        buf.advance(d.consumed);
+        if !buf.is_empty() {
+            conn.pending = Some(buf);
+        }
+        body.complete = d.done;
+    }
+    body.complete
+}
+
+struct Exchange {
+    keep_downstream: bool,
+    keep_upstream: bool,
+}
+
+/// One attempt against one upstream connection: send the request, relay the response.
+///
+/// Errors come with whether the very first write to the upstream failed (on a reused
+/// connection that proves the origin never saw the request).
+#[allow(clippy::too_many_arguments)]
+async fn exchange<B: Backend, P: ProxyHttp>(
+    app: &P,
+    core: &CoreCtx<B::Stream>,
+    settings: &HttpSettings,
+    down: &mut Conn<B::Stream>,
+    up: &mut Conn<B::Stream>,
+    session: &mut Session,
+    ctx: &mut P::Ctx,
+    body: &mut ReqBody,
+    expect_continue: bool,
+    peer: &HttpPeer,
+) -> std::result::Result<Exchange, (Box<Error>, bool)> {
+    let mut up_req = session.req_header().clone();
+    remove_hop_by_hop(&mut up_req.headers);
+    phase(app.upstream_request_filter(session, &mut up_req, ctx))
+        .await
+        .map_err(|e| (e, false))?;
+    // The upstream always gets HTTP/1.1 with keep-alive; framing is regenerated from what the
+    // driver will actually send (RFC 9112 section 6.1: never forward a framing header as-is).
+    up_req.version = Version::Http11;
+    let up_framing = match (&body.buffered, &body.framing) {
+        (Some(b), _) => BodyFraming::Length(b.len() as u64),
+        (None, BodyFraming::None) => BodyFraming::None,
+        (None, BodyFraming::Length(n)) => BodyFraming::Length(*n),
+        (None, _) => BodyFraming::Chunked,
+    };
+    let mut out = Vec::with_capacity(512);
+    encode_request_head(&up_req, &up_framing, None, &mut out);
+    if let Some(b) = &body.buffered {
+        out.extend_from_slice(b);
+    }
+    let (r, back) = write_timed(&mut up.stream, out, peer.write_timeout).await;
+    r.map_err(|e| {
+        (
+            Error::io(Side::Upstream, false, e).context("writing the request head"),
+            true,
+        )
+    })?;
+    let mut out = back.unwrap_or_default();
+
+    let mut early_head = None;
+    if body.buffered.is_none() && !body.complete {
+        if expect_continue {
+            // Relay the origin's 100 (or its early final answer) before the client sends.
+            match timeout(EXPECT_CONTINUE_WAIT, up.stream.read()).await {
+                Ok(Some(buf)) => {
+                    up.pending = Some(buf);
+                    let head = read_response_head(up, settings, peer).await?;
+                    if head.status == 100 {
+                        relay_interim(down, session, &head, settings).await?;
+                    } else {
+                        early_head = Some(head);
+                    }
+                }
+                Ok(None) => {
+                    return Err((
+                        Error::upstream(ErrorKind::ConnectionClosed)
+                            .context("awaiting 100-continue"),
+                        false,
+                    ))
+                }
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {}
+                Err(e) => return Err((Error::io(Side::Upstream, true, e), false)),
+            }
+        }
+        if early_head.is_none() {
+            stream_request_body(
+                app,
+                settings,
+                down,
+                up,
+                session,
+                ctx,
+                body,
+                &up_framing,
+                peer,
+                &mut out,
+            )
+            .await?;
+        }
+    }
+
+    // Response head, relaying interim 1xx responses as they come.
+    let mut resp = loop {
+        let head = match early_head.take() {
+            Some(h) => h,
+            None => read_response_head(up, settings, peer).await?,
+        };
+        if (100..200).contains(&head.status) && head.status != 101 {
+            relay_interim(down, session, &head, settings).await?;
+            continue;
+        }
+        break head;
+    };
+    if resp.status == 101 {
+        // Tunnels are opened only for requests that asked for an upgrade, and Ringway does not
+        // forward Upgrade yet: an unsolicited 101 is an upstream protocol error.
+        return Err((
+            Error::upstream(ErrorKind::InvalidHttp(HttpError::InvalidStatusLine))
+                .context("unsolicited 101"),
+            false,
+        ));
+    }
+    let resp_framing = response_framing(&session.req_header().method, &resp).map_err(|e| {
+        (
+            invalid(Side::Upstream, e).context("response framing"),
+            false,
+        )
+    })?;
+    let upstream_keep = response_keep_alive(&resp, &resp_framing);
+    phase(app.upstream_response_filter(session, &mut resp, ctx))
+        .await
+        .map_err(|e| (e, false))?;
+    remove_hop_by_hop(&mut resp.headers);
+    phase(app.response_filter(session, &mut resp, ctx))
+        .await
+        .map_err(|e| (e, false))?;
+
+    let client_version = session.req_header().version;
+    let down_framing = match resp_framing {
+        BodyFraming::None => BodyFraming::None,
+        BodyFraming::Length(n) => BodyFraming::Length(n),
+        // An HTTP/1.0 client cannot read chunked: re-frame as close-delimited.
+        _ if client_version == Version::Http10 => BodyFraming::CloseDelimited,
+        _ => BodyFraming::Chunked,
+    };
+    let keep_downstream = request_keep_alive(session.req_header())
+        && !core.shutdown.is_set()
+        && !matches!(down_framing, BodyFraming::CloseDelimited)
+        && body.complete;
+    let connection = match (keep_downstream, client_version) {
+        (false, _) => Some("close"),
+        (true, Version::Http10) => Some("keep-alive"),
+        (true, _) => None,
+    };
+    resp.version = Version::Http11;
+    out.clear();
+    encode_response_head(&resp, &down_framing, connection, &mut out);
+    session.status = Some(resp.status);
+    let clean = relay_response(
+        app,
+        settings,
+        down,
+        up,
+        session,
+        ctx,
+        &resp_framing,
+        &down_framing,
+        peer,
+        out,
+    )
+    .await?;
+    Ok(Exchange {
+        keep_downstream: keep_downstream && clean.downstream_ok,
+        keep_upstream: upstream_keep && clean.upstream_ok && body.complete,
+    })
+}
+
+async fn read_response_head<S: Stream>(
+    up: &mut Conn<S>,
+    settings: &HttpSettings,
+    peer: &HttpPeer,
+) -> std::result::Result<ResponseHead, (Box<Error>, bool)> {
+    let limits = settings.limits;
+    match read_head(
+        up,
+        |b| parse_response(b, &limits),
+        &limits,
+        peer.read_timeout,
+        peer.read_timeout,
+        None,
+    )
+    .await
+    {
+        Ok(Ok(head)) => Ok(head),
+        Ok(Err(_)) => Err((
+            Error::upstream(ErrorKind::ConnectionClosed).context("reading the response head"),
+            false,
+        )),
+        Err(HeadError::Http(e)) => Err((
+            invalid(Side::Upstream, e).context("parsing the response head"),
+            false,
+        )),
+        Err(HeadError::Io(e)) => Err((
+            Error::io(Side::Upstream, true, e).context("reading the response head"),
+            false,
+        )),
+        Err(HeadError::Timeout { .. }) => Err((
+            Error::upstream(ErrorKind::ReadTimeout).context("awaiting the response head"),
+            false,
+        )),
+    }
+}
+
+async fn relay_interim<S: Stream>(
+    down: &mut Conn<S>,
+    session: &mut Session,
+    head: &ResponseHead,
+    settings: &HttpSettings,
+) -> std::result::Result<(), (Box<Error>, bool)> {
+    // RFC 9110 section 15.2: a 1xx is not sent to an HTTP/1.0 client.
+    if session.req_header().version == Version::Http10 {
+        return Ok(());
+    }
+    let mut h = head.clone();
+    remove_hop_by_hop(&mut h.headers);
+    let mut out = Vec::with_capacity(64);
+    encode_response_head(&h, &BodyFraming::None, None, &mut out);
+    session.downstream_bytes_sent += out.len() as u64;
+    let (r, _) = down.write(out, settings.send_timeout).await;
+    r.map_err(|e| {
+        (
+            Error::io(Side::Downstream, false, e).context("relaying a 1xx"),
+            false,
+        )
+    })
+}
+
+/// Streams the rest of the request body upstream, re-framed as `up_framing`.
+#[allow(clippy::too_many_arguments)]
+async fn stream_request_body<S: Stream, P: ProxyHttp>(
+    app: &P,
+    settings: &HttpSettings,
+    down: &mut Conn<S>,
+    up: &mut Conn<S>,
+    session: &mut Session,
+    ctx: &mut P::Ctx,
+    body: &mut ReqBody,
+    up_framing: &BodyFraming,
+    peer: &HttpPeer,
+    out: &mut Vec<u8>,
+) -> std::result::Result<(), (Box<Error>, bool)> {
+    let mut encoder = BodyEncoder::new(up_framing);
+    while !body.complete {
+        let next = down.next_bytes(settings.body_timeout).await;
+        let mut buf = match next {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                return Err((
+                    Error::downstream(ErrorKind::ConnectionClosed)
+                        .context("reading the request body"),
+                    false,
+                ))
+            }
+            Err(e) => {
+                return Err((
+                    Error::io(Side::Downstream, true, e).context("reading the request body"),
+                    false,
+                ))
+            }
+        };
+        out.clear();
+        while !buf.is_empty() && !body.complete {
+            // A malformed chunk aborts the upstream request before it ends: the caller drops
+            // the upstream connection unpooled.
+            let d = body
+                .decoder
+                .decode(&buf)
+                .map_err(|e| (invalid(Side::Downstream, e), false))?;
+            body.read += d.data.len() as u64;
+            body.complete = d.done;
+            let mut cow = Cow::Borrowed(&buf[d.data.clone()]);
+            phase(app.request_body_filter(session, &mut cow, d.done, ctx))
+                .await
+                .map_err(|e| (e, false))?;
+            encoder.encode(&cow, out).map_err(|e| {
+                (
+                    invalid(Side::Internal, e).context("request body filter changed the length"),
+                    false,
+                )
+            })?;
+            buf.advance(d.consumed);
+        }
+        if body.complete {
+            encoder
+                .finish(out)
+                .map_err(|e| (invalid(Side::Internal, e), false))?;
+        }
+        if !buf.is_empty() {
+            down.pending = Some(buf);
+        }
+        if !out.is_empty() {
+            let (r, back) =
+                write_timed(&mut up.stream, std::mem::take(out), peer.write_timeout).await;
+            r.map_err(|e| {
+                (
+                    Error::io(Side::Upstream, false, e).context("writing the request body"),
+                    false,
+                )
+            })?;
+            *out = back.unwrap_or_default();
+        }
+    }
+    Ok(())
+}
+
+struct Clean {
+    downstream_ok: bool,
+    upstream_ok: bool,
+}
+
+/// Writes the response head (with the first body bytes) and streams the body.
+#[allow(clippy::too_many_arguments)]
+async fn relay_response<S: Stream, P: ProxyHttp>(
+    app: &P,
+    settings: &HttpSettings,
+    down: &mut Conn<S>,
+    up: &mut Conn<S>,
+    session: &mut Session,
+    ctx: &mut P::Ctx,
+    resp_framing: &BodyFraming,
+    down_framing: &BodyFraming,
+    peer: &HttpPeer,
+    mut out: Vec<u8>,
+) -> std::result::Result<Clean, (Box<Error>, bool)> {
+    let mut decoder = BodyDecoder::new(resp_framing);
+    let mut encoder = BodyEncoder::new(down_framing);
+    let mut done = matches!(resp_framing, BodyFraming::None);
+    let mut excess = false;
+    // Bytes the upstream sent after the response head arrive first.
+    let mut next = up.pending.take();
+    loop {
+        if let Some(mut buf) = next.take() {
+            while !buf.is_empty() && !done {
+                let d = decoder
+                    .decode(&buf)
+                    .map_err(|e| (invalid(Side::Upstream, e).context("response body"), false))?;
+                done = d.done;
+                let mut cow = Cow::Borrowed(&buf[d.data.clone()]);
+                phase_sync(|| app.response_body_filter(session, &mut cow, d.done, ctx))
+                    .map_err(|e| (e, false))?;
+                encoder.encode(&cow, &mut out).map_err(|e| {
+                    (
+                        invalid(Side::Internal, e)
+                            .context("response body filter changed the length"),
+                        false,
+                    )
+                })?;
+                buf.advance(d.consumed);
+            }
+            // Bytes past the end of a framed response: never pool a connection that sent them.
+            excess |= !buf.is_empty();
+        }
+        if done {
+            encoder
+                .finish(&mut out)
+                .map_err(|e| (invalid(Side::Internal, e), false))?;
+        }
+        if !out.is_empty() {
+            session.downstream_bytes_sent += out.len() as u64;
+            let (r, back) = write_timed(
+                &mut down.stream,
+                std::mem::take(&mut out),
+                settings.send_timeout,
+            )
+            .await;
+            r.map_err(|e| {
+                (
+                    Error::io(Side::Downstream, false, e).context("writing the response"),
+                    false,
+                )
+            })?;
+            out = back.unwrap_or_default();
+            out.clear();
+        }
+        if done {
+            break;
+        }
+        match timeout(peer.read_timeout, up.stream.read()).await {
+            Ok(Some(buf)) => next = Some(buf),
+            Ok(None) => {
+                // EOF ends a close-delimited body; anywhere else it truncates the response, and
+                // the client's connection is cut rather than left looking complete.
+                decoder
+                    .on_eof()
+                    .map_err(|e| (invalid(Side::Upstream, e).context("response body"), false))?;
+                encoder
+                    .finish(&mut out)
+                    .map_err(|e| (invalid(Side::Internal, e), false))?;
+                if !out.is_empty() {
+                    session.downstream_bytes_sent += out.len() as u64;
+                    let (r, _) = write_timed(
+                        &mut down.stream,
+                        std::mem::take(&mut out),
+                        settings.send_timeout,
+                    )
+                    .await;
+                    r.map_err(|e| (Error::io(Side::Downstream, false, e), false))?;
+                }
+                return Ok(Clean {
+                    downstream_ok: true,
+                    upstream_ok: false,
+                });
+            }
+            Err(e) => {
+                return Err((
+                    Error::io(Side::Upstream, true, e).context("reading the response body"),
+                    false,
+                ))
+            }
+        }
+    }
+    let _ = session;
+    Ok(Clean {
+        downstream_ok: !excess,
+        upstream_ok: !excess,
+    })
+}
+
+/// Writes a response a phase built (`request_filter`).
+async fn write_direct<S: Stream>(
+    conn: &mut Conn<S>,
+    session: &mut Session,
+    mut direct: super::session::DirectResponse,
+    keep: bool,
+    settings: &HttpSettings,
+) -> Result<()> {
+    remove_hop_by_hop(&mut direct.head.headers);
+    let head_only = session.req_header().method.is_head();
+    let mut out = Vec::with_capacity(256 + direct.body.len());
+    encode_response_head(
+        &direct.head,
+        &BodyFraming::Length(direct.body.len() as u64),
+        if keep { None } else { Some("close") },
+        &mut out,
+    );
+    if !head_only {
+        out.extend_from_slice(&direct.body);
+    }
+    session.status = Some(direct.head.status);
+    session.downstream_bytes_sent += out.len() as u64;
+    let (r, _) = conn.write(out, settings.send_timeout).await;
+    r.map_err(|e| Error::io(Side::Downstream, false, e))
+}
+
+/// Sends a bodiless error response and reports whether it was written.
+async fn send_status<S: Stream>(
+    stream: &mut S,
+    status: u16,
+    keep: bool,
+    settings: &HttpSettings,
+) -> bool {
+    let head = ResponseHead::new(status);
+    let mut out = Vec::with_capacity(96);
+    encode_response_head(
+        &head,
+        &BodyFraming::Length(0),
+        if keep { None } else { Some("close") },
+        &mut out,
+    );
+    let (r, _) = write_timed(stream, out, settings.send_timeout).await;
+    r.is_ok()
+}
+
+/// Answers a request that never reached the phases (bad head, timeout), then the caller closes.
+async fn send_error<S: Stream>(stream: &mut S, status: u16, settings: &HttpSettings) {
+    send_status(stream, status, false, settings).await;
+}

@@ -1,0 +1,548 @@
+//! The server lifecycle: build listeners, start one pinned executor per core, serve, and shut
+//! down gracefully on request or on SIGTERM/SIGINT.
+//!
+//! The calling thread is the control plane: it owns the signal handling and talks to the
+//! cores through [`ServerHandle`]. Each core checks the control plane's flags on a 100 ms tick
+//! (off the request path), publishes its counters there, and sweeps its pool.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use glommio::{LocalExecutorBuilder, Placement};
+use ringway_protocols::l4::glommio::GlommioBackend;
+use ringway_protocols::l4::{probe, Backend, Listener};
+
+use crate::listen::{reuseport_sockets, DEFAULT_BACKLOG};
+use crate::metrics::{bump, CoreMetrics, CoreStats, ServerStats};
+use crate::proxy::panic::{caught_panics, guard, install_hook, PanicHookMode};
+use crate::proxy::{serve_connection, CoreCtx, HttpSettings, ProxyHttp};
+use crate::runtime::{
+    check_memlock, raise_nofile, resolve_cpus, CoreId, CpuList, LocalSignal, RuntimeError,
+    IO_MEMORY,
+};
+use crate::upstream::{Pool, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_IDLE_PER_PEER};
+
+/// Default time in-flight requests get to finish after shutdown begins.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
+/// Default retries after the first attempt.
+pub const DEFAULT_MAX_RETRIES: usize = 2;
+/// Default connection cap per listener per core.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// How often each core looks at the control plane's flags and publishes its counters.
+const TICK: Duration = Duration::from_millis(100);
+/// Back-off after an accept failed for lack of descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// One listening address and its HTTP settings.
+#[derive(Clone, Debug)]
+pub struct ListenerConf {
+    /// Address to bind (port 0 picks one; every core shares it).
+    pub addr: SocketAddr,
+    /// Listen backlog per core.
+    pub backlog: i32,
+    /// Connections served at once per core on this listener; accepting pauses at the cap.
+    pub max_connections: usize,
+    /// Limits and timeouts.
+    pub http: HttpSettings,
+}
+
+impl ListenerConf {
+    /// A listener on `addr` with default settings.
+    pub fn new(addr: SocketAddr) -> ListenerConf {
+        ListenerConf {
+            addr,
+            backlog: DEFAULT_BACKLOG,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            http: HttpSettings::default(),
+        }
+    }
+}
+
+/// How to run the server.
+#[derive(Clone, Debug)]
+pub struct ServerConf {
+    /// CPUs to run on, one executor each. By default all.
+    pub cpus: CpuList,
+    /// Listening addresses.
+    pub listeners: Vec<ListenerConf>,
+    /// Time in-flight requests get after shutdown begins. By default 10 s.
+    pub grace_period: Duration,
+    /// Retries after the first attempt (the phases may refuse any). By default 2.
+    pub max_retries: usize,
+    /// Idle upstream connections kept per peer per core. By default 32.
+    pub pool_max_idle_per_peer: usize,
+    /// How long an idle upstream connection is kept. By default 60 s.
+    pub pool_idle_timeout: Duration,
+    /// What the panic hook does with caught phase panics. By default quiet.
+    pub panic_hook: PanicHookMode,
+}
+
+impl Default for ServerConf {
+    fn default() -> Self {
+        ServerConf {
+            cpus: CpuList::All,
+            listeners: Vec::new(),
+            grace_period: DEFAULT_GRACE_PERIOD,
+            max_retries: DEFAULT_MAX_RETRIES,
+            pool_max_idle_per_peer: DEFAULT_MAX_IDLE_PER_PEER,
+            pool_idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            panic_hook: PanicHookMode::Quiet,
+        }
+    }
+}
+
+impl ServerConf {
+    /// One listener on `addr`, everything else default.
+    pub fn single(addr: SocketAddr) -> ServerConf {
+        ServerConf {
+            listeners: vec![ListenerConf::new(addr)],
+            ..ServerConf::default()
+        }
+    }
+}
+
+/// Why the server could not start or did not stop cleanly.
+#[derive(Debug)]
+pub enum ServerError {
+    /// No listener configured.
+    NoListeners,
+    /// CPUs or locked memory.
+    Runtime(RuntimeError),
+    /// Binding a listener failed.
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: io::Error,
+    },
+    /// An executor could not start or ended abnormally.
+    Executor(String),
+    /// Signal handling could not be set up.
+    Signals(io::Error),
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerError::NoListeners => write!(f, "no listeners configured"),
+            ServerError::Runtime(e) => write!(f, "{e}"),
+            ServerError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            ServerError::Executor(e) => write!(f, "executor failed: {e}"),
+            ServerError::Signals(e) => write!(f, "cannot set up signal handling: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+impl From<RuntimeError> for ServerError {
+    fn from(e: RuntimeError) -> Self {
+        ServerError::Runtime(e)
+    }
+}
+
+/// What the control plane and the cores share: flags written rarely, counters published on
+/// the tick.
+struct Shared {
+    shutdown: AtomicBool,
+    /// Set by a second signal: stop waiting for in-flight requests.
+    force: AtomicBool,
+    running: AtomicUsize,
+    stats: Vec<Mutex<CoreStats>>,
+}
+
+/// A proxy server: a configuration and a per-core application factory.
+pub struct Server<F> {
+    conf: ServerConf,
+    factory: Arc<F>,
+}
+
+impl<F, P> Server<F>
+where
+    F: Fn(CoreId) -> P + Send + Sync + 'static,
+    P: ProxyHttp + 'static,
+{
+    /// A server that builds its application once per core with `factory`.
+    pub fn new(conf: ServerConf, factory: F) -> Server<F> {
+        Server {
+            conf,
+            factory: Arc::new(factory),
+        }
+    }
+
+    /// Starts every core and returns at once; the listeners are bound and queueing when this
+    /// returns.
+    ///
+    /// # Errors
+    /// No listeners, unavailable CPUs, a locked-memory budget too small, a bind failure, or an
+    /// executor that could not start.
+    pub fn start(self) -> Result<ServerHandle, ServerError> {
+        if self.conf.listeners.is_empty() {
+            return Err(ServerError::NoListeners);
+        }
+        let cpus = resolve_cpus(&self.conf.cpus)?;
+        let memlock = check_memlock(cpus.len()).map_err(RuntimeError::Io)?;
+        if !memlock.fits() {
+            return Err(RuntimeError::Memlock(memlock).into());
+        }
+        log::info!(
+            "locked memory: need {} bytes for {} executors ({} rings x {} bytes), limit {}{}",
+            memlock.needed,
+            cpus.len(),
+            cpus.len() * crate::runtime::RINGS_PER_EXECUTOR,
+            IO_MEMORY,
+            if memlock.limit == u64::MAX {
+                "unlimited".to_string()
+            } else {
+                memlock.limit.to_string()
+            },
+            if memlock.cap_ipc_lock {
+                " (CAP_IPC_LOCK: not enforced)"
+            } else {
+                ""
+            }
+        );
+        match raise_nofile() {
+            Ok(n) => log::info!("RLIMIT_NOFILE {n}"),
+            Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {e}"),
+        }
+        log::info!("{}", probe::probe());
+        install_hook(self.conf.panic_hook);
+
+        // Every core's sockets, bound here so port 0 resolves once and errors surface early.
+        let mut per_core: Vec<Vec<(OwnedFd, Rc<HttpSettings>, usize)>> = Vec::new();
+        let mut per_core_send: Vec<Vec<(OwnedFd, HttpSettings, usize)>> =
+            (0..cpus.len()).map(|_| Vec::new()).collect();
+        let mut addrs = Vec::new();
+        for l in &self.conf.listeners {
+            let (fds, bound) =
+                reuseport_sockets(l.addr, cpus.len(), l.backlog).map_err(|source| {
+                    ServerError::Bind {
+                        addr: l.addr,
+                        source,
+                    }
+                })?;
+            for (i, fd) in fds.into_iter().enumerate() {
+                per_core_send[i].push((fd, l.http.clone(), l.max_connections));
+            }
+            addrs.push(bound);
+        }
+        drop(per_core.drain(..));
+
+        let shared = Arc::new(Shared {
+            shutdown: AtomicBool::new(false),
+            force: AtomicBool::new(false),
+            running: AtomicUsize::new(cpus.len()),
+            stats: cpus
+                .iter()
+                .map(|&c| {
+                    Mutex::new(CoreStats {
+                        core: c,
+                        ..CoreStats::default()
+                    })
+                })
+                .collect(),
+        });
+        let mut threads = Vec::new();
+        for (slot, (&cpu, listeners)) in cpus.iter().zip(per_core_send).enumerate() {
+            let factory = Arc::clone(&self.factory);
+            let shared = Arc::clone(&shared);
+            let conf = self.conf.clone();
+            log::info!(
+                "core {slot}: executor pinned to cpu {cpu} ({} listeners)",
+                listeners.len()
+            );
+            let handle = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+                .name(&format!("ringway-{cpu}"))
+                .io_memory(IO_MEMORY)
+                .spawn(move || async move {
+                    let r = run_core::<GlommioBackend, P>(
+                        CoreId(cpu),
+                        slot,
+                        &conf,
+                        factory.as_ref(),
+                        listeners,
+                        &shared,
+                    )
+                    .await;
+                    shared.running.fetch_sub(1, Ordering::AcqRel);
+                    r
+                })
+                .map_err(|e| ServerError::Executor(e.to_string()))?;
+            threads.push(handle);
+        }
+        Ok(ServerHandle {
+            addrs,
+            shared,
+            threads,
+            grace: self.conf.grace_period,
+        })
+    }
+
+    /// Starts, then serves until SIGTERM or SIGINT, drains in-flight requests within the grace
+    /// period (a second signal stops waiting), and returns. Never exits the process.
+    ///
+    /// SIGTERM and SIGINT are blocked in the calling thread (and so in the executors it starts)
+    /// and taken with `sigtimedwait`.
+    ///
+    /// # Errors
+    /// As [`Server::start`], plus signal set-up failures and executors that ended abnormally.
+    pub fn run(self) -> Result<(), ServerError> {
+        let set = block_signals().map_err(ServerError::Signals)?;
+        let handle = self.start()?;
+        let mut signalled = false;
+        while handle.shared.running.load(Ordering::Acquire) > 0 {
+            match wait_signal(&set, Duration::from_millis(200)) {
+                Some(sig) if !signalled => {
+                    log::info!(
+                        "signal {sig}: graceful shutdown, grace period {:?}",
+                        handle.grace
+                    );
+                    handle.shutdown();
+                    signalled = true;
+                }
+                Some(sig) => {
+                    log::warn!("signal {sig} again: closing in-flight connections now");
+                    handle.shared.force.store(true, Ordering::Release);
+                }
+                None => {}
+            }
+        }
+        handle.join()
+    }
+}
+
+/// Blocks SIGTERM and SIGINT in this thread (threads started later inherit the mask).
+fn block_signals() -> io::Result<libc::sigset_t> {
+    // SAFETY: sigset_t manipulation on a local set; pthread_sigmask on this thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        let rc = libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        if rc != 0 {
+            return Err(io::Error::from_raw_os_error(rc));
+        }
+        Ok(set)
+    }
+}
+
+fn wait_signal(set: &libc::sigset_t, dur: Duration) -> Option<i32> {
+    let ts = libc::timespec {
+        tv_sec: dur.as_secs() as libc::time_t,
+        tv_nsec: dur.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: set is initialized; a null siginfo is allowed.
+    let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
+    (sig > 0).then_some(sig)
+}
+
+/// A running server: its addresses, its counters, and the way to stop it.
+pub struct ServerHandle {
+    addrs: Vec<SocketAddr>,
+    shared: Arc<Shared>,
+    threads: Vec<glommio::ExecutorJoinHandle<Result<(), ServerError>>>,
+    grace: Duration,
+}
+
+impl ServerHandle {
+    /// The bound address of each listener, in configuration order.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Begins graceful shutdown: cores stop accepting, close idle connections, and finish
+    /// in-flight requests within the grace period.
+    pub fn shutdown(&self) {
+        self.shared.shutdown.store(true, Ordering::Release);
+    }
+
+    /// Every core's counters as last published (at most one tick old).
+    pub fn stats(&self) -> ServerStats {
+        ServerStats {
+            cores: self
+                .shared
+                .stats
+                .iter()
+                .map(|m| m.lock().map(|s| s.clone()).unwrap_or_default())
+                .collect(),
+        }
+    }
+
+    /// Waits for every core to finish.
+    ///
+    /// # Errors
+    /// When a core failed to start serving or its thread ended abnormally.
+    pub fn join(self) -> Result<(), ServerError> {
+        let mut first_err = None;
+        for t in self.threads {
+            let r = match t.join() {
+                Ok(r) => r,
+                Err(e) => Err(ServerError::Executor(e.to_string())),
+            };
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// Decrements the active-connection count when a connection task ends, however it ends.
+struct ActiveGuard<S> {
+    core: Rc<CoreCtx<S>>,
+    listener_active: Rc<std::cell::Cell<usize>>,
+}
+
+impl<S> Drop for ActiveGuard<S> {
+    fn drop(&mut self) {
+        let m = &self.core.metrics.active;
+        m.set(m.get().saturating_sub(1));
+        self.listener_active
+            .set(self.listener_active.get().saturating_sub(1));
+    }
+}
+
+async fn run_core<B: Backend, P: ProxyHttp + 'static>(
+    core_id: CoreId,
+    slot: usize,
+    conf: &ServerConf,
+    factory: &(impl Fn(CoreId) -> P + ?Sized),
+    listeners: Vec<(OwnedFd, HttpSettings, usize)>,
+    shared: &Shared,
+) -> Result<(), ServerError> {
+    let app = match guard(async { factory(core_id) }).await {
+        Ok(app) => Rc::new(app),
+        Err(_) => {
+            return Err(ServerError::Executor(format!(
+                "the application factory panicked on {core_id}"
+            )))
+        }
+    };
+    let core = Rc::new(CoreCtx::<B::Stream> {
+        core: core_id,
+        pool: Pool::new(conf.pool_max_idle_per_peer, conf.pool_idle_timeout),
+        metrics: CoreMetrics::default(),
+        shutdown: LocalSignal::new(),
+        max_retries: conf.max_retries,
+    });
+    let mut accept_tasks = Vec::new();
+    for (fd, http, max_connections) in listeners {
+        let listener = B::adopt_listener(fd)
+            .map_err(|e| ServerError::Executor(format!("adopting a listener on {core_id}: {e}")))?;
+        let settings = Rc::new(http);
+        let app = Rc::clone(&app);
+        let core = Rc::clone(&core);
+        accept_tasks.push(glommio::spawn_local(accept_loop::<B, P>(
+            listener,
+            app,
+            core,
+            settings,
+            max_connections,
+        )));
+    }
+
+    let publish = |core: &CoreCtx<B::Stream>| {
+        if let Ok(mut s) = shared.stats[slot].lock() {
+            *s = core.metrics.snapshot(core_id.0, caught_panics());
+        }
+    };
+    let mut last_sweep = Instant::now();
+    while !shared.shutdown.load(Ordering::Acquire) {
+        glommio::timer::sleep(TICK).await;
+        publish(&core);
+        if last_sweep.elapsed() >= Duration::from_secs(1) {
+            last_sweep = Instant::now();
+            core.pool.sweep(last_sweep);
+        }
+    }
+    // Stop accepting (the listeners close with their tasks), wake idle connections.
+    core.shutdown.set();
+    for t in accept_tasks {
+        t.await;
+    }
+    core.pool.clear();
+    let deadline = Instant::now() + conf.grace_period;
+    while core.metrics.active.get() > 0
+        && Instant::now() < deadline
+        && !shared.force.load(Ordering::Acquire)
+    {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    if core.metrics.active.get() > 0 {
+        log::warn!(
+            "{core_id}: {} connections still open after the grace period",
+            core.metrics.active.get()
+        );
+    }
+    publish(&core);
+    Ok(())
+}
+
+async fn accept_loop<B: Backend, P: ProxyHttp + 'static>(
+    listener: B::Listener,
+    app: Rc<P>,
+    core: Rc<CoreCtx<B::Stream>>,
+    settings: Rc<HttpSettings>,
+    max_connections: usize,
+) {
+    let active = Rc::new(std::cell::Cell::new(0usize));
+    loop {
+        // At the cap, stop accepting (the kernel queues) until a connection ends; no spinning.
+        while active.get() >= max_connections && !core.shutdown.is_set() {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
+            core.shutdown.wait().await;
+            None
+        })
+        .await;
+        let (stream, peer) = match accepted {
+            None => return,
+            Some(Ok(a)) => a,
+            Some(Err(e)) => {
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                ) {
+                    log::warn!("accept: {e}; backing off {ACCEPT_BACKOFF:?}");
+                    glommio::timer::sleep(ACCEPT_BACKOFF).await;
+                } else {
+                    log::debug!("accept: {e}");
+                }
+                continue;
+            }
+        };
+        bump(&core.metrics.accepted);
+        bump(&core.metrics.active);
+        active.set(active.get() + 1);
+        let guard_state = ActiveGuard {
+            core: Rc::clone(&core),
+            listener_active: Rc::clone(&active),
+        };
+        let app = Rc::clone(&app);
+        let core2 = Rc::clone(&core);
+        let settings = Rc::clone(&settings);
+        glommio::spawn_local(async move {
+            let _active = guard_state;
+            // Backstop: phases are guarded one by one; this catches a bug in the driver itself
+            // so it ends one connection, not the core.
+            if let Err(p) =
+                guard(serve_connection::<B, P>(app, core2, settings, stream, peer)).await
+            {
+                log::error!(
+                    "connection task panicked: {}",
+                    crate::proxy::panic::payload_str(&*p)
+                );
+            }
+        })
+        .detach();
+    }
+}

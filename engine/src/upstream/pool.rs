@@ -1,0 +1,127 @@
+//! The per-core upstream connection pool: keyed by peer address, LIFO, bounded per peer, idle
+//! connections expire after a timeout and are checked for liveness at checkout.
+//!
+//! One pool per core, touched only by that core's tasks: no locks. A connection enters the pool
+//! only after an exchange that ended cleanly on both sides (the driver decides).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use ringway_protocols::l4::Stream;
+
+/// Default idle connections kept per peer per core.
+pub const DEFAULT_MAX_IDLE_PER_PEER: usize = 32;
+/// Default time an idle upstream connection is kept.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+struct Idle<S> {
+    stream: S,
+    since: Instant,
+}
+
+/// Counters of one core's pool.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Checkouts that found a live idle connection.
+    pub reused: u64,
+    /// Idle connections discarded at checkout because the peer closed them or sent bytes.
+    pub dead_at_checkout: u64,
+    /// Idle connections dropped for age or for the per-peer bound.
+    pub evicted: u64,
+    /// Connections now idle in the pool.
+    pub idle: usize,
+}
+
+/// A per-core pool of idle upstream connections.
+pub struct Pool<S> {
+    idle: RefCell<HashMap<SocketAddr, Vec<Idle<S>>>>,
+    max_idle_per_peer: usize,
+    idle_timeout: Duration,
+    reused: Cell<u64>,
+    dead: Cell<u64>,
+    evicted: Cell<u64>,
+}
+
+impl<S: Stream> Pool<S> {
+    /// An empty pool keeping at most `max_idle_per_peer` connections per peer for
+    /// `idle_timeout` each.
+    pub fn new(max_idle_per_peer: usize, idle_timeout: Duration) -> Pool<S> {
+        Pool {
+            idle: RefCell::new(HashMap::new()),
+            max_idle_per_peer,
+            idle_timeout,
+            reused: Cell::new(0),
+            dead: Cell::new(0),
+            evicted: Cell::new(0),
+        }
+    }
+
+    /// Takes the most recently used live connection to `addr`, discarding expired or dead ones
+    /// on the way.
+    pub fn checkout(&self, addr: SocketAddr) -> Option<S> {
+        let now = Instant::now();
+        let mut map = self.idle.borrow_mut();
+        let list = map.get_mut(&addr)?;
+        while let Some(idle) = list.pop() {
+            if now.duration_since(idle.since) >= self.idle_timeout {
+                self.evicted.set(self.evicted.get() + 1);
+                continue;
+            }
+            if !idle.stream.is_idle_and_open() {
+                self.dead.set(self.dead.get() + 1);
+                continue;
+            }
+            self.reused.set(self.reused.get() + 1);
+            return Some(idle.stream);
+        }
+        None
+    }
+
+    /// Returns a connection whose exchange ended cleanly. Over the per-peer bound the oldest
+    /// idle connection is closed.
+    pub fn checkin(&self, addr: SocketAddr, stream: S) {
+        if self.max_idle_per_peer == 0 {
+            return;
+        }
+        let mut map = self.idle.borrow_mut();
+        let list = map.entry(addr).or_default();
+        if list.len() >= self.max_idle_per_peer {
+            list.remove(0);
+            self.evicted.set(self.evicted.get() + 1);
+        }
+        list.push(Idle {
+            stream,
+            since: Instant::now(),
+        });
+    }
+
+    /// Closes idle connections older than the idle timeout.
+    pub fn sweep(&self, now: Instant) {
+        let mut evicted = 0;
+        let mut map = self.idle.borrow_mut();
+        map.retain(|_, list| {
+            let before = list.len();
+            list.retain(|i| now.duration_since(i.since) < self.idle_timeout);
+            evicted += before - list.len();
+            !list.is_empty()
+        });
+        self.evicted.set(self.evicted.get() + evicted as u64);
+    }
+
+    /// Closes every idle connection (shutdown).
+    pub fn clear(&self) {
+        self.idle.borrow_mut().clear();
+    }
+
+    /// The pool's counters.
+    pub fn stats(&self) -> PoolStats {
+        PoolStats {
+            reused: self.reused.get(),
+            dead_at_checkout: self.dead.get(),
+            evicted: self.evicted.get(),
+            idle: self.idle.borrow().values().map(Vec::len).sum(),
+        }
+    }
+}
