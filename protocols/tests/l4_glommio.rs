@@ -1,5 +1,6 @@
 //! The glommio backend over real loopback sockets: accept (queued and waited-for), owned-buffer
 //! reads and writes, peer addresses, EOF, and the idle-connection probe.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream as StdStream};
@@ -13,7 +14,8 @@ use ringway_protocols::l4::{pool_stats, Backend, Listener, Stream};
 fn listening_socket() -> (OwnedFd, SocketAddr) {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     s.set_reuse_port(true).unwrap();
-    s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
     s.listen(128).unwrap();
     let addr = s.local_addr().unwrap().as_socket().unwrap();
     (OwnedFd::from(s), addr)
@@ -50,7 +52,11 @@ fn accept_read_write_both_when_queued_and_when_waiting() {
                 let (res, _) = s.write_all(upper).await;
                 res.unwrap();
             }
-            assert_eq!(pool_stats().in_use, 0, "no read buffer held after the reads");
+            assert_eq!(
+                pool_stats().in_use,
+                0,
+                "no read buffer held after the reads"
+            );
         })
         .unwrap()
         .join()
@@ -75,7 +81,9 @@ fn connect_eof_and_idle_probe() {
     });
     LocalExecutorBuilder::default()
         .spawn(move || async move {
-            let mut s = GlommioBackend::connect(addr, Duration::from_secs(2)).await.unwrap();
+            let mut s = GlommioBackend::connect(addr, Duration::from_secs(2))
+                .await
+                .unwrap();
             assert!(s.is_idle_and_open(), "fresh connection is idle and open");
             let (res, _) = s.write_all(&b"pin"[..]).await;
             res.unwrap();
@@ -84,7 +92,10 @@ fn connect_eof_and_idle_probe() {
                 got.extend_from_slice(&s.read().await.unwrap().unwrap());
             }
             assert_eq!(got, b"pong");
-            assert!(s.read().await.unwrap().is_none(), "EOF after the peer closed");
+            assert!(
+                s.read().await.unwrap().is_none(),
+                "EOF after the peer closed"
+            );
             assert!(!s.is_idle_and_open(), "a closed connection is not reusable");
         })
         .unwrap()
@@ -101,7 +112,9 @@ fn connect_refused_is_an_error() {
     };
     LocalExecutorBuilder::default()
         .spawn(move || async move {
-            let err = GlommioBackend::connect(addr, Duration::from_secs(2)).await.unwrap_err();
+            let err = GlommioBackend::connect(addr, Duration::from_secs(2))
+                .await
+                .unwrap_err();
             assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
         })
         .unwrap()

@@ -131,15 +131,17 @@ impl Client {
                 return None;
             }
         };
-        let framing =
-            response_framing(&Method::from(method), &head).expect("valid response framing");
+        let framing = response_framing(&method.parse::<Method>().expect("a method"), &head)
+            .expect("valid response framing");
         let mut decoder = BodyDecoder::new(&framing);
         let mut body = Vec::new();
         loop {
-            let d = decoder.decode(&self.buf).expect("valid response body");
-            body.extend_from_slice(&self.buf[d.data.clone()]);
-            self.buf.drain(..d.consumed);
-            if d.done {
+            while !self.buf.is_empty() && !decoder.is_done() {
+                let d = decoder.decode(&self.buf).expect("valid response body");
+                body.extend_from_slice(&self.buf[d.data.clone()]);
+                self.buf.drain(..d.consumed);
+            }
+            if decoder.decode(&[]).expect("valid response body").done {
                 break;
             }
             if !self.fill() {
@@ -167,24 +169,26 @@ impl Client {
         }
     }
 
-    /// True if the server closed the connection (EOF or reset) within the client timeout,
-    /// with no further bytes.
+    /// True if the server closed the connection (EOF or reset) within a second, with no
+    /// further bytes; a read that times out means the connection is still open.
     pub fn is_closed(&mut self) -> bool {
         if !self.buf.is_empty() {
             return false;
         }
+        self.stream
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .unwrap();
         let mut b = [0u8; 1];
-        matches!(self.stream.read(&mut b), Ok(0) | Err(_))
-            && {
-                // A read timeout is not a close.
-                let mut b2 = [0u8; 1];
-                self.stream
-                    .set_read_timeout(Some(Duration::from_millis(50)))
-                    .unwrap();
-                let r = self.stream.read(&mut b2);
-                self.stream.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
-                !matches!(r, Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut)
-            }
+        let r = self.stream.read(&mut b);
+        self.stream.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+        match r {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+        }
     }
 }
 
@@ -200,4 +204,77 @@ pub fn one_shot(addr: SocketAddr, method: &str, raw: &[u8]) -> (Option<Response>
 /// A GET request with a Host header.
 pub fn get(path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").into_bytes()
+}
+
+/// A hand-scripted origin on a std thread: each accepted connection is handed to `handler` on
+/// its own thread. For behaviour the benchmark origin does not have (interim responses,
+/// malformed or truncated answers). Stops accepting when dropped.
+pub struct ScriptedOrigin {
+    addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl ScriptedOrigin {
+    /// Starts it on a free port.
+    pub fn start(handler: impl Fn(TcpStream) + Send + Sync + 'static) -> ScriptedOrigin {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let handler = Arc::new(handler);
+        let (stop2, conns2) = (Arc::clone(&stop), Arc::clone(&connections));
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::Acquire) {
+                match listener.accept() {
+                    Ok((s, _)) => {
+                        conns2.fetch_add(1, Ordering::AcqRel);
+                        s.set_nonblocking(false).unwrap();
+                        s.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+                        let h = Arc::clone(&handler);
+                        std::thread::spawn(move || h(s));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        ScriptedOrigin {
+            addr,
+            stop,
+            connections,
+        }
+    }
+
+    /// Its address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl Drop for ScriptedOrigin {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
+/// Reads from `s` until a blank line ends a head; returns the head's bytes (and keeps nothing
+/// past it: scripted origins are used with requests without bodies or read bodies themselves).
+pub fn read_head_raw(s: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut b) {
+            Ok(1) => head.push(b[0]),
+            _ => return None,
+        }
+    }
+    Some(head)
 }

@@ -127,14 +127,17 @@ impl ProxyHttp for Gateway {
             .ok_or_else(|| Error::new(ErrorKind::NoPeer, Side::Internal))?;
         let up = &self.upstreams[idx];
         let peers = &up.conf.peers;
-        // Round robin on this core, skipping peers this request already tried.
+        // Round robin on this core, preferring peers this request has not tried yet; once all
+        // were tried, any (the driver bounds the retries).
         let start = up.next.get();
-        let pick = (0..peers.len())
-            .map(|k| (start + k) % peers.len())
-            .find(|i| !ctx.tried.contains(i));
+        let order = (0..peers.len()).map(|k| (start + k) % peers.len());
+        let pick = order
+            .clone()
+            .find(|i| !ctx.tried.contains(i))
+            .or_else(|| order.clone().next());
         let Some(i) = pick else {
             return Err(
-                Error::new(ErrorKind::NoPeer, Side::Internal).context("every peer was tried")
+                Error::new(ErrorKind::NoPeer, Side::Internal).context("the upstream has no peers")
             );
         };
         up.next.set((i + 1) % peers.len());
@@ -251,7 +254,7 @@ upstream = "d"
 
     #[test]
     fn absolute_form_paths() {
-        let mut r = RequestHead::new(crate::http::Method::from("GET"), "http://a.example/x/y");
+        let mut r = RequestHead::new(crate::http::Method::GET, "http://a.example/x/y");
         assert_eq!(target_path(&r), "/x/y");
         r.target = "/z".into();
         assert_eq!(target_path(&r), "/z");

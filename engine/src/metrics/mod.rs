@@ -110,6 +110,9 @@ pub struct CoreStats {
     pub latency_p99_us: u64,
 }
 
+/// Reads one counter of a core's stats.
+type Counter = fn(&CoreStats) -> u64;
+
 /// Every core's counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ServerStats {
@@ -127,7 +130,7 @@ impl ServerStats {
     pub fn to_prometheus(&self) -> String {
         use std::fmt::Write;
         let mut out = String::new();
-        let counters: [(&str, fn(&CoreStats) -> u64); 9] = [
+        let counters: [(&str, Counter); 9] = [
             ("ringway_connections_accepted_total", |c| c.accepted),
             ("ringway_connections_active", |c| c.active),
             ("ringway_requests_total", |c| c.requests),

@@ -377,7 +377,7 @@ async fn proxy_request<B: Backend, P: ProxyHttp>(
         request_framing(session.req_header()).map_err(|e| invalid(Side::Downstream, e))?;
     *body_slot = Some(ReqBody {
         decoder: BodyDecoder::new(&framing),
-        complete: matches!(framing, BodyFraming::None),
+        complete: matches!(framing, BodyFraming::None | BodyFraming::Length(0)),
         framing,
         buffered: None,
         read: 0,
@@ -429,8 +429,14 @@ async fn proxy_request<B: Backend, P: ProxyHttp>(
     }
 
     let max_retries = core.max_retries;
+    let mut last_error: Option<Box<Error>> = None;
     loop {
-        let peer = phase(app.upstream_peer(session, ctx)).await?;
+        let peer = match phase(app.upstream_peer(session, ctx)).await {
+            Ok(p) => p,
+            // No peer left to retry on: the failure that caused the retry is the one to report.
+            Err(e) if e.kind == ErrorKind::NoPeer => return Err(last_error.unwrap_or(e)),
+            Err(e) => return Err(e),
+        };
         session.peer = Some(peer.clone());
         let (up, reused) = match core.pool.checkout(peer.addr) {
             Some(s) => {
@@ -453,6 +459,7 @@ async fn proxy_request<B: Backend, P: ProxyHttp>(
                     {
                         session.retries += 1;
                         bump(&core.metrics.retries);
+                        last_error = Some(e);
                         continue;
                     }
                     return Err(e);
@@ -501,6 +508,7 @@ async fn proxy_request<B: Backend, P: ProxyHttp>(
                 {
                     session.retries += 1;
                     bump(&core.metrics.retries);
+                    last_error = Some(e);
                     continue;
                 }
                 return Err(e);
@@ -684,6 +692,17 @@ async fn exchange<B: Backend, P: ProxyHttp>(
         )
     })?;
     let upstream_keep = response_keep_alive(&resp, &resp_framing);
+    // A response to HEAD, and a 304, may state the length the full response would have had
+    // (RFC 9110 sections 8.6 and 15.4.5): keep it, though no body follows.
+    let advertised = match resp_framing {
+        BodyFraming::None if session.req_header().method.is_head() || resp.status == 304 => {
+            match request_like_length(&resp.headers) {
+                Some(n) => BodyFraming::Length(n),
+                None => BodyFraming::None,
+            }
+        }
+        _ => BodyFraming::None,
+    };
     phase(app.upstream_response_filter(session, &mut resp, ctx))
         .await
         .map_err(|e| (e, false))?;
@@ -711,7 +730,12 @@ async fn exchange<B: Backend, P: ProxyHttp>(
     };
     resp.version = Version::Http11;
     out.clear();
-    encode_response_head(&resp, &down_framing, connection, &mut out);
+    let head_framing = if matches!(advertised, BodyFraming::Length(_)) {
+        &advertised
+    } else {
+        &down_framing
+    };
+    encode_response_head(&resp, head_framing, connection, &mut out);
     session.status = Some(resp.status);
     let clean = relay_response(
         app,
@@ -981,6 +1005,16 @@ async fn relay_response<S: Stream, P: ProxyHttp>(
         downstream_ok: !excess,
         upstream_ok: !excess,
     })
+}
+
+/// The single, all-digit Content-Length of a head, if it has exactly one.
+fn request_like_length(headers: &ringway_protocols::http::v1::Headers) -> Option<u64> {
+    let mut values = headers.get_all("content-length");
+    let v = values.next()?;
+    if values.next().is_some() || v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
 /// Writes a response a phase built (`request_filter`).

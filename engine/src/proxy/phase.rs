@@ -165,15 +165,12 @@ pub trait ProxyHttp {
     }
 }
 
-/// Whether `e` is an upstream transport failure (as opposed to a protocol error or a phase's
-/// decision), the only kind a retry can cure.
+/// Whether `e` is an upstream connection failure (reset, closed, broken pipe) as opposed to a
+/// protocol error, a timeout or a phase's decision: the kind a retry on another connection can
+/// cure. Timeouts are left out on purpose: retrying a slow origin multiplies the wait.
 pub fn is_transport_error(e: &Error) -> bool {
     matches!(
         e.kind,
-        ErrorKind::ReadError
-            | ErrorKind::WriteError
-            | ErrorKind::ConnectionClosed
-            | ErrorKind::ReadTimeout
-            | ErrorKind::WriteTimeout
+        ErrorKind::ReadError | ErrorKind::WriteError | ErrorKind::ConnectionClosed
     )
 }

@@ -102,25 +102,23 @@ impl Listener for GlommioListener {
     type Stream = GlommioStream;
 
     async fn accept(&self) -> io::Result<(GlommioStream, SocketAddr)> {
-        loop {
-            match accept4(self.fd) {
-                Ok((fd, peer)) => return Ok((stream_from_fd(fd, Some(peer))?, peer)),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
-            }
-            // Nothing queued: let io_uring wait for the next connection.
-            let stream = self.inner.accept().await.map_err(io::Error::from)?;
-            set_cloexec(stream.as_raw_fd())?;
-            stream.set_nodelay(true).map_err(io::Error::from)?;
-            let peer = stream.peer_addr().map_err(io::Error::from)?;
-            return Ok((
-                GlommioStream {
-                    inner: stream,
-                    peer: Some(peer),
-                },
-                peer,
-            ));
+        match accept4(self.fd) {
+            Ok((fd, peer)) => return Ok((stream_from_fd(fd, Some(peer))?, peer)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
         }
+        // Nothing queued: let io_uring wait for the next connection.
+        let stream = self.inner.accept().await.map_err(io::Error::from)?;
+        set_cloexec(stream.as_raw_fd())?;
+        stream.set_nodelay(true).map_err(io::Error::from)?;
+        let peer = stream.peer_addr().map_err(io::Error::from)?;
+        Ok((
+            GlommioStream {
+                inner: stream,
+                peer: Some(peer),
+            },
+            peer,
+        ))
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {

@@ -1,0 +1,1 @@
+//! Ringway's side-by-side comparisons and micro-benchmarks.

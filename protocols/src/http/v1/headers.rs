@@ -1,0 +1,413 @@
+//! Header fields of a request or response head: an ordered list that keeps the name's case as
+//! received, looked up case-insensitively. Also the token and value byte classes the rest of
+//! the codec validates with.
+
+use std::fmt;
+
+use super::error::HttpError;
+
+/// Whether `b` is a `tchar` (RFC 9110 section 5.6.2).
+#[inline]
+pub(crate) fn is_tchar(b: u8) -> bool {
+    matches!(b,
+        b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9'
+        | b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+'
+        | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
+}
+
+/// Whether `b` may appear in a field value: HTAB, SP, VCHAR or obs-text (RFC 9110 section 5.5).
+#[inline]
+pub(crate) fn is_field_vchar_or_ws(b: u8) -> bool {
+    b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80
+}
+
+/// Whether `name` is a valid field name: a non-empty token (RFC 9110 section 5.1).
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(is_tchar)
+}
+
+/// Whether `value` is a valid field value: no NUL, CR, LF or other control byte but HTAB, and
+/// no leading or trailing whitespace (RFC 9110 section 5.5).
+pub fn is_valid_value(value: &[u8]) -> bool {
+    let edge_ws =
+        matches!(value.first(), Some(b' ' | b'\t')) || matches!(value.last(), Some(b' ' | b'\t'));
+    !edge_ws && value.iter().all(|&b| is_field_vchar_or_ws(b))
+}
+
+/// Where one field's name and value sit in the arenas.
+#[derive(Clone, Copy, Debug)]
+struct Field {
+    name_start: usize,
+    name_end: usize,
+    value_start: usize,
+    value_end: usize,
+}
+
+/// The header fields of one message, in the order received.
+///
+/// Names keep the case they arrived with (so a proxied message looks as the peer wrote it);
+/// every lookup compares names ASCII-case-insensitively. Values are bytes: RFC 9110 allows
+/// obs-text, which is not UTF-8. [`Headers::insert`] and [`Headers::append`] do not validate;
+/// use [`Headers::try_insert`] or [`Headers::try_append`] for values from untrusted sources,
+/// since the encoder writes what it is given.
+///
+/// Storage is three allocations whatever the number of fields (all names in one string, all
+/// values in one buffer, and an index), not two per field: this is built for every request.
+#[derive(Clone, Default)]
+pub struct Headers {
+    names: String,
+    values: Vec<u8>,
+    fields: Vec<Field>,
+}
+
+impl Headers {
+    /// An empty list.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty list with room for `n` fields.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            names: String::with_capacity(n * 16),
+            values: Vec::with_capacity(n * 32),
+            fields: Vec::with_capacity(n),
+        }
+    }
+
+    /// An empty list with exactly the room a parsed head needs.
+    pub(crate) fn with_exact_capacity(
+        fields: usize,
+        name_bytes: usize,
+        value_bytes: usize,
+    ) -> Self {
+        Self {
+            names: String::with_capacity(name_bytes),
+            values: Vec::with_capacity(value_bytes),
+            fields: Vec::with_capacity(fields),
+        }
+    }
+
+    fn name_of(&self, field: &Field) -> &str {
+        &self.names[field.name_start..field.name_end]
+    }
+
+    fn value_of(&self, field: &Field) -> &[u8] {
+        &self.values[field.value_start..field.value_end]
+    }
+
+    /// The number of field lines.
+    pub fn len(&self) -> usize {
+        self.fields.len()
+    }
+
+    /// Whether there is no field line.
+    pub fn is_empty(&self) -> bool {
+        self.fields.is_empty()
+    }
+
+    /// The value of the first field named `name`.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.fields
+            .iter()
+            .find(|f| self.name_of(f).eq_ignore_ascii_case(name))
+            .map(|f| self.value_of(f))
+    }
+
+    /// The value of the first field named `name`, if it is UTF-8.
+    pub fn get_str(&self, name: &str) -> Option<&str> {
+        self.get(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The values of every field named `name`, in order.
+    pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// Whether a field named `name` is present.
+    pub fn contains(&self, name: &str) -> bool {
+        self.fields
+            .iter()
+            .any(|f| self.name_of(f).eq_ignore_ascii_case(name))
+    }
+
+    /// Replaces every field named `name` with one field, placed where the first one was (or at
+    /// the end). Does not validate: see [`Headers::try_insert`].
+    pub fn insert(&mut self, name: impl AsRef<str>, value: impl AsRef<[u8]>) {
+        let name = name.as_ref();
+        let Some(first) = self
+            .fields
+            .iter()
+            .position(|f| self.name_of(f).eq_ignore_ascii_case(name))
+        else {
+            self.append(name, value);
+            return;
+        };
+        self.append(name, value);
+        let Some(new) = self.fields.pop() else { return };
+        self.fields[first] = new;
+        let mut i = 0;
+        let names = &self.names;
+        self.fields.retain(|f| {
+            let keep = i <= first || !names[f.name_start..f.name_end].eq_ignore_ascii_case(name);
+            i += 1;
+            keep
+        });
+        self.compact_if_sparse();
+    }
+
+    /// Adds a field at the end, keeping any others of the same name. Does not validate: see
+    /// [`Headers::try_append`].
+    pub fn append(&mut self, name: impl AsRef<str>, value: impl AsRef<[u8]>) {
+        let (name, value) = (name.as_ref(), value.as_ref());
+        let name_start = self.names.len();
+        self.names.push_str(name);
+        let value_start = self.values.len();
+        self.values.extend_from_slice(value);
+        self.fields.push(Field {
+            name_start,
+            name_end: self.names.len(),
+            value_start,
+            value_end: self.values.len(),
+        });
+    }
+
+    /// [`Headers::insert`] after checking the name is a token and the value has no control
+    /// byte.
+    ///
+    /// # Errors
+    /// [`HttpError::InvalidHeaderName`] or [`HttpError::InvalidHeaderValue`]; the list is
+    /// left unchanged.
+    pub fn try_insert(
+        &mut self,
+        name: impl AsRef<str>,
+        value: impl AsRef<[u8]>,
+    ) -> Result<(), HttpError> {
+        validated(name.as_ref(), value.as_ref())?;
+        self.insert(name, value);
+        Ok(())
+    }
+
+    /// [`Headers::append`] after checking the name is a token and the value has no control
+    /// byte.
+    ///
+    /// # Errors
+    /// [`HttpError::InvalidHeaderName`] or [`HttpError::InvalidHeaderValue`]; the list is
+    /// left unchanged.
+    pub fn try_append(
+        &mut self,
+        name: impl AsRef<str>,
+        value: impl AsRef<[u8]>,
+    ) -> Result<(), HttpError> {
+        validated(name.as_ref(), value.as_ref())?;
+        self.append(name, value);
+        Ok(())
+    }
+
+    /// Removes every field named `name`; returns how many were removed.
+    pub fn remove(&mut self, name: &str) -> usize {
+        let before = self.fields.len();
+        self.retain(|n, _| !n.eq_ignore_ascii_case(name));
+        before - self.fields.len()
+    }
+
+    /// Keeps only the fields for which `keep(name, value)` is true, in order.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &[u8]) -> bool) {
+        let (names, values) = (&self.names, &self.values);
+        self.fields.retain(|f| {
+            keep(
+                &names[f.name_start..f.name_end],
+                &values[f.value_start..f.value_end],
+            )
+        });
+        self.compact_if_sparse();
+    }
+
+    /// Every field as `(name, value)`, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
+        self.fields
+            .iter()
+            .map(|f| (self.name_of(f), self.value_of(f)))
+    }
+
+    /// Appends without any check: the parser has validated both already.
+    pub(crate) fn push_parsed(&mut self, name: &str, value: &[u8]) {
+        self.append(name, value);
+    }
+
+    /// Removed fields leave their bytes in the arenas; rebuild once most of it is garbage, so
+    /// a long series of edits stays bounded.
+    fn compact_if_sparse(&mut self) {
+        let live: usize = self
+            .fields
+            .iter()
+            .map(|f| f.name_end - f.name_start + f.value_end - f.value_start)
+            .sum();
+        if self.names.len() + self.values.len() > 2 * live + 1024 {
+            let mut compact = Self::with_exact_capacity(self.fields.len(), live, live);
+            for (name, value) in self.iter() {
+                compact.append(name, value);
+            }
+            *self = compact;
+        }
+    }
+}
+
+impl PartialEq for Headers {
+    /// Same fields, same order, same name case.
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Headers {}
+
+impl fmt::Debug for Headers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(|(n, v)| (n, String::from_utf8_lossy(v))))
+            .finish()
+    }
+}
+
+fn validated(name: &str, value: &[u8]) -> Result<(), HttpError> {
+    if !is_valid_name(name) {
+        return Err(HttpError::InvalidHeaderName);
+    }
+    if !is_valid_value(value) {
+        return Err(HttpError::InvalidHeaderValue);
+    }
+    Ok(())
+}
+
+/// Iterates over the comma-separated elements of every `name` field, trimmed of OWS, skipping
+/// none (an empty element comes out as `b""`) (RFC 9110 section 5.6.1).
+pub(crate) fn list_elements<'a>(
+    headers: &'a Headers,
+    name: &'a str,
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    headers
+        .get_all(name)
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(trim_ows)
+}
+
+/// `bytes` without leading and trailing SP/HTAB.
+pub(crate) fn trim_ows(bytes: &[u8]) -> &[u8] {
+    let start = bytes
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |i| i + 1);
+    &bytes[start..end.max(start)]
+}
+
+/// Whether any comma-separated element of the `name` fields equals `token`, case-insensitively.
+pub(crate) fn has_token(headers: &Headers, name: &str, token: &str) -> bool {
+    list_elements(headers, name).any(|e| e.eq_ignore_ascii_case(token.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Headers {
+        let mut h = Headers::new();
+        h.append("Host", "a");
+        h.append("X-Foo", "1");
+        h.append("x-foo", "2");
+        h.append("Accept", "*/*");
+        h
+    }
+
+    #[test]
+    fn lookups_are_case_insensitive_and_ordered() {
+        let h = sample();
+        assert_eq!(h.get("HOST"), Some(&b"a"[..]));
+        assert_eq!(h.get_str("x-FOO"), Some("1"));
+        assert_eq!(
+            h.get_all("X-FOO").collect::<Vec<_>>(),
+            vec![&b"1"[..], &b"2"[..]]
+        );
+        assert!(h.contains("accept"));
+        assert!(!h.contains("cookie"));
+        assert_eq!(h.len(), 4);
+    }
+
+    #[test]
+    fn insert_replaces_all_in_place_of_the_first() {
+        let mut h = sample();
+        h.insert("X-FOO", "3");
+        let names: Vec<_> = h.iter().map(|(n, v)| (n.to_owned(), v.to_vec())).collect();
+        assert_eq!(
+            names,
+            vec![
+                ("Host".to_owned(), b"a".to_vec()),
+                ("X-FOO".to_owned(), b"3".to_vec()),
+                ("Accept".to_owned(), b"*/*".to_vec()),
+            ]
+        );
+        h.insert("New", "v");
+        assert_eq!(h.get("new"), Some(&b"v"[..]));
+    }
+
+    #[test]
+    fn many_edits_stay_bounded() {
+        let mut h = sample();
+        for i in 0..10_000 {
+            h.insert("X-Counter", i.to_string());
+        }
+        assert_eq!(h.get_str("x-counter"), Some("9999"));
+        assert_eq!(h.len(), 5);
+        assert!(h.names.len() + h.values.len() < 4096);
+        let mut other = Headers::new();
+        for (n, v) in h.iter() {
+            other.append(n, v);
+        }
+        assert_eq!(h, other);
+    }
+
+    #[test]
+    fn remove_counts() {
+        let mut h = sample();
+        assert_eq!(h.remove("X-Foo"), 2);
+        assert_eq!(h.remove("X-Foo"), 0);
+        assert_eq!(h.len(), 2);
+    }
+
+    #[test]
+    fn try_insert_rejects_injection() {
+        let mut h = Headers::new();
+        assert_eq!(
+            h.try_insert("X", "a\r\nEvil: 1"),
+            Err(HttpError::InvalidHeaderValue)
+        );
+        assert_eq!(
+            h.try_append("Bad Name", "a"),
+            Err(HttpError::InvalidHeaderName)
+        );
+        assert_eq!(h.try_append("", "a"), Err(HttpError::InvalidHeaderName));
+        assert_eq!(
+            h.try_append("X", " lead"),
+            Err(HttpError::InvalidHeaderValue)
+        );
+        assert!(h.is_empty());
+        assert_eq!(h.try_append("X", "ok\tvalue"), Ok(()));
+    }
+
+    #[test]
+    fn list_elements_trim_and_keep_empties() {
+        let mut h = Headers::new();
+        h.append("Connection", " close ,, keep-alive");
+        h.append("connection", "Upgrade");
+        let e: Vec<_> = list_elements(&h, "Connection").collect();
+        assert_eq!(e, vec![&b"close"[..], b"", b"keep-alive", b"Upgrade"]);
+        assert!(has_token(&h, "connection", "UPGRADE"));
+        assert_eq!(trim_ows(b"  "), b"");
+    }
+}
