@@ -11,6 +11,7 @@
 mod buf;
 pub mod glommio;
 pub mod probe;
+pub mod uring;
 
 use std::io;
 use std::net::SocketAddr;

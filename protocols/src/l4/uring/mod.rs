@@ -1,0 +1,1 @@
+//! The completion-based io_uring backend (being written).
