@@ -35,12 +35,19 @@ impl ProxyHttp for LoadBalancer {
 
 fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let mut peers: Vec<SocketAddr> = std::env::args().skip(1).map(|a| a.parse()).collect::<std::result::Result<_, _>>()?;
+    let mut peers: Vec<SocketAddr> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse())
+        .collect::<std::result::Result<_, _>>()?;
     if peers.is_empty() {
         peers = vec!["127.0.0.1:9001".parse()?, "127.0.0.1:9002".parse()?];
     }
     let conf = ServerConf::single("127.0.0.1:6188".parse()?);
     // The factory runs once per core, on that core's thread.
-    Server::new(conf, move |_core| LoadBalancer { peers: peers.clone(), next: Cell::new(0) }).run()?;
+    Server::new(conf, move |_core| LoadBalancer {
+        peers: peers.clone(),
+        next: Cell::new(0),
+    })
+    .run()?;
     Ok(())
 }

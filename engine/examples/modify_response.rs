@@ -45,13 +45,24 @@ impl ProxyHttp for Modify {
         Ok(HttpPeer::new(self.origin))
     }
 
-    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHead, _ctx: &mut Ctx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHead,
+        _ctx: &mut Ctx,
+    ) -> Result<()> {
         resp.headers.remove("X-Origin-Conn");
         resp.headers.insert("Via", "1.1 ringway-example");
         Ok(())
     }
 
-    fn response_body_filter(&self, _s: &mut Session, body: &mut Cow<'_, [u8]>, end: bool, ctx: &mut Ctx) -> Result<()> {
+    fn response_body_filter(
+        &self,
+        _s: &mut Session,
+        body: &mut Cow<'_, [u8]>,
+        end: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
         // Same length in, same length out: a Content-Length response stays valid.
         ctx.bytes += body.len();
         if !body.is_empty() {
@@ -66,7 +77,10 @@ impl ProxyHttp for Modify {
 
 fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let origin: SocketAddr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9001".into()).parse()?;
+    let origin: SocketAddr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:9001".into())
+        .parse()?;
     let conf = ServerConf::single("127.0.0.1:6190".parse()?);
     Server::new(conf, move |_core| Modify { origin }).run()?;
     Ok(())

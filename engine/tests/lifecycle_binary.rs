@@ -13,14 +13,20 @@ use ringway_tests::{get, origin_with, Client};
 const BIN: &str = env!("CARGO_BIN_EXE_ringway");
 
 fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 fn write_config(name: &str, text: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("ringway-lifecycle-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join(name);
-    std::fs::File::create(&p).unwrap().write_all(text.as_bytes()).unwrap();
+    std::fs::File::create(&p)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     p
 }
 
@@ -37,7 +43,10 @@ impl Drop for Proc {
 fn wait_listening(addr: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "ringway never listened on {addr}");
+        assert!(
+            Instant::now() < deadline,
+            "ringway never listened on {addr}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -45,21 +54,42 @@ fn wait_listening(addr: SocketAddr) {
 #[test]
 fn check_accepts_a_valid_config_and_rejects_an_invalid_one_with_its_line() {
     let good = write_config("good.toml", ringway::config::EXAMPLE);
-    let out = Command::new(BIN).args(["check", "--config"]).arg(&good).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
-    let bad = write_config("bad.toml", "[[listeners]]\naddress = \"127.0.0.1:1\"\nbogus = 1\n");
-    let out = Command::new(BIN).args(["check", "--config"]).arg(&bad).output().unwrap();
+    let bad = write_config(
+        "bad.toml",
+        "[[listeners]]\naddress = \"127.0.0.1:1\"\nbogus = 1\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml:3:"), "the error names file and line: {err}");
+    assert!(
+        err.contains("bad.toml:3:"),
+        "the error names file and line: {err}"
+    );
     assert!(err.contains("bogus"), "{err}");
 }
 
 #[test]
 fn sigterm_drains_in_flight_requests_then_exits_zero() {
     // 1. An origin that takes 1.5 s per answer, and the binary in front of it.
-    let o = origin_with(OriginConfig { delay: Duration::from_millis(1500), ..OriginConfig::default() });
+    let o = origin_with(OriginConfig {
+        delay: Duration::from_millis(1500),
+        ..OriginConfig::default()
+    });
     let addr = free_port();
     let cfg = write_config(
         "drain.toml",
@@ -68,13 +98,26 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() {
             o.addr()
         ),
     );
-    let mut child = Proc(Command::new(BIN).args(["serve", "--config"]).arg(&cfg).stderr(Stdio::null()).spawn().unwrap());
+    let mut child = Proc(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_listening(addr);
     // 2. A request is in flight (the origin is sleeping on it)...
     let inflight = std::thread::spawn(move || {
         let mut c = Client::connect(addr);
-        let r = c.request("GET", &get("/")).expect("the in-flight request is answered");
-        (r.status(), r.header("connection").map(str::to_owned), c.is_closed())
+        let r = c
+            .request("GET", &get("/"))
+            .expect("the in-flight request is answered");
+        (
+            r.status(),
+            r.header("connection").map(str::to_owned),
+            c.is_closed(),
+        )
     });
     std::thread::sleep(Duration::from_millis(400));
     // 3. ...when SIGTERM arrives.
@@ -98,7 +141,10 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() {
         if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
-        assert!(Instant::now() < deadline, "did not exit within the grace period");
+        assert!(
+            Instant::now() < deadline,
+            "did not exit within the grace period"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status:?}");
@@ -113,7 +159,14 @@ fn serve_proxies_through_the_binary() {
         "serve.toml",
         &format!("[server]\ncpus = \"all\"\n[[listeners]]\naddress = \"{addr}\"\n[[upstreams]]\nname = \"a\"\npeers = [\"{}\"]\n[[routes]]\nupstream = \"a\"\n", o.addr()),
     );
-    let _child = Proc(Command::new(BIN).args(["serve", "--config"]).arg(&cfg).stderr(Stdio::null()).spawn().unwrap());
+    let _child = Proc(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_listening(addr);
     let mut c = Client::connect(addr);
     for _ in 0..5 {

@@ -89,7 +89,9 @@ fn an_origin_reset_before_the_head_is_502_for_a_post_and_retried_for_a_get() {
             if read_head_raw(&mut s).is_none() {
                 return;
             }
-            if n.fetch_add(1, std::sync::atomic::Ordering::AcqRel).is_multiple_of(2) {
+            if n.fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+                .is_multiple_of(2)
+            {
                 return; // close without a response
             }
             s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
