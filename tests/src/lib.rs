@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use ringway::config;
-use ringway::gateway::Gateway;
+use ringway::gateway::{Gateway, GatewayShared};
 use ringway::{Server, ServerHandle};
 use ringway_bench::origin::{self, OriginConfig, OriginHandle};
 use ringway_protocols::http::v1::{
@@ -52,7 +52,8 @@ pub fn gateway_config(peers: &[SocketAddr], extra: &str) -> String {
 pub fn gateway(text: &str) -> ServerHandle {
     let cfg = config::parse(text, "<test>").expect("valid test config");
     let conf = cfg.server.clone();
-    Server::new(conf, move |_core| Gateway::new(&cfg))
+    let shared = GatewayShared::start(&cfg).expect("gateway control plane starts");
+    Server::new(conf, move |_core| Gateway::new(&shared))
         .start()
         .expect("gateway starts")
 }
@@ -277,4 +278,97 @@ pub fn read_head_raw(s: &mut TcpStream) -> Option<Vec<u8>> {
         }
     }
     Some(head)
+}
+
+/// A request with a valid head and no body, to pipeline in front of a case.
+pub const VALID: &[u8] = b"GET /sink HTTP/1.1\r\nHost: t\r\n\r\n";
+
+/// Sends `raw` through a fresh gateway in front of a fresh benchmark origin, alone and then
+/// pipelined behind [`VALID`], and asserts the adversarial contract: the answer is `status`,
+/// the connection closes, and the origin receives nothing of it (only the valid request).
+pub fn assert_rejected(raw: &[u8], status: u16) {
+    assert_rejected_with(raw, status, "");
+}
+
+/// [`assert_rejected`] with extra gateway configuration (`[http]` limits).
+pub fn assert_rejected_with(raw: &[u8], status: u16, extra: &str) {
+    let o = origin();
+    let gw = gateway(&gateway_config(&[o.addr()], extra));
+    let addr = gw.local_addrs()[0];
+    // Alone.
+    let (r, closed) = one_shot(addr, "POST", raw);
+    let got = r.map(|r| r.status());
+    assert_eq!(got, Some(status), "alone: status");
+    assert!(closed, "alone: the connection must close");
+    assert_eq!(
+        o.stats().requests,
+        0,
+        "alone: the origin must receive nothing"
+    );
+    // Pipelined behind a valid request, in one write.
+    let mut c = Client::connect(addr);
+    let mut both = VALID.to_vec();
+    both.extend_from_slice(raw);
+    c.send(&both);
+    let first = c
+        .read_response("GET")
+        .expect("the valid request is answered");
+    assert_eq!(first.status(), 200, "pipelined: the valid request");
+    let second = c.read_response("POST").map(|r| r.status());
+    assert_eq!(second, Some(status), "pipelined: status");
+    assert!(c.is_closed(), "pipelined: the connection must close");
+    assert_eq!(
+        o.stats().requests,
+        1,
+        "pipelined: the origin receives only the valid request"
+    );
+}
+
+/// Sends `raw` through a fresh gateway and benchmark origin and asserts a 200 whose origin saw
+/// a body of `body_len` bytes (`/sink`), with the connection kept open.
+pub fn assert_accepted(raw: &[u8], body_len: usize) {
+    assert_accepted_with(raw, body_len, "");
+}
+
+/// [`assert_accepted`] with extra gateway configuration.
+pub fn assert_accepted_with(raw: &[u8], body_len: usize, extra: &str) {
+    let o = origin();
+    let gw = gateway(&gateway_config(&[o.addr()], extra));
+    let mut c = Client::connect(gw.local_addrs()[0]);
+    let r = c.request("POST", raw).expect("answered");
+    assert_eq!(r.status(), 200);
+    let len = r
+        .header("x-body-len")
+        .map_or(0, |v| v.parse::<usize>().unwrap());
+    assert_eq!(len, body_len, "body length the origin saw");
+    assert_eq!(o.stats().requests, 1);
+    assert!(!c.is_closed(), "an accepted request keeps the connection");
+}
+
+/// An origin answering `200 ok` to every head it reads (no body reading): for limits the
+/// benchmark origin has itself.
+pub fn any_head_origin() -> ScriptedOrigin {
+    ScriptedOrigin::start(|mut s| {
+        while read_head_raw(&mut s).is_some() {
+            if s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .is_err()
+            {
+                return;
+            }
+        }
+    })
+}
+
+/// Defines one `#[test]` per case: `name: bytes => status;` asserts [`assert_rejected`].
+#[macro_export]
+macro_rules! rejects {
+    ($($(#[$m:meta])* $name:ident: $raw:expr => $status:expr;)*) => {
+        $(
+            $(#[$m])*
+            #[test]
+            fn $name() {
+                $crate::assert_rejected(&$raw[..], $status);
+            }
+        )*
+    };
 }

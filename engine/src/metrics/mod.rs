@@ -75,6 +75,7 @@ impl CoreMetrics {
             upstream_connects: self.upstream_connects.get(),
             upstream_reused: self.upstream_reused.get(),
             panics,
+            read_buffers_in_use: ringway_protocols::l4::pool_stats().in_use,
             latency_p50_us: q(0.5),
             latency_p99_us: q(0.99),
         }
@@ -104,6 +105,9 @@ pub struct CoreStats {
     pub upstream_reused: u64,
     /// Panics caught in phases.
     pub panics: u64,
+    /// Read buffers this core's pool has handed out and not got back (bytes held in user
+    /// space = this x 16 KiB).
+    pub read_buffers_in_use: usize,
     /// Median request latency, microseconds.
     pub latency_p50_us: u64,
     /// 99th percentile request latency, microseconds.

@@ -268,6 +268,11 @@ struct ReqBody {
     decoder: BodyDecoder,
     /// The whole (filtered) body, when it was small enough to read before connecting.
     buffered: Option<Vec<u8>>,
+    /// Body bytes read before connecting that are still to be sent (a body longer than the
+    /// pre-read window).
+    prefix: Vec<u8>,
+    /// Whether any body byte went to an upstream (no retry after that, unless `buffered`).
+    streamed: bool,
     /// Body bytes read from the client so far.
     read: u64,
     /// Whether the client's body was read to its end.
@@ -277,7 +282,7 @@ struct ReqBody {
 impl ReqBody {
     /// Whether a retry can send the body again.
     fn replayable(&self) -> bool {
-        self.buffered.is_some() || self.read == 0
+        self.buffered.is_some() || !self.streamed
     }
 }
 
@@ -380,6 +385,8 @@ async fn proxy_request<B: Backend, P: ProxyHttp>(
         complete: matches!(framing, BodyFraming::None | BodyFraming::Length(0)),
         framing,
         buffered: None,
+        prefix: Vec::new(),
+        streamed: false,
         read: 0,
     });
     let Some(body) = body_slot.as_mut() else {
@@ -415,16 +422,25 @@ async fn proxy_request<B: Backend, P: ProxyHttp>(
             .map(|()| keep);
     }
 
-    // A small Content-Length body is read whole before connecting: it can then be replayed on
-    // a retry and coalesced with the head into one write.
-    if let BodyFraming::Length(n) = body.framing {
-        if n as usize <= REPLAY_BUFFER_BYTES && n > 0 && !expect_continue {
-            let mut whole = Vec::with_capacity(n as usize);
-            read_body_into(conn, body, settings, &mut whole).await?;
-            let mut cow = Cow::Borrowed(&whole[..]);
-            phase(app.request_body_filter(session, &mut cow, true, ctx)).await?;
-            let filtered = cow.into_owned();
-            body.buffered = Some(filtered);
+    // Up to REPLAY_BUFFER_BYTES of body are read before connecting (as nginx buffers request
+    // bodies): a body that ends within it is validated whole before any upstream sees a byte,
+    // can be replayed on a retry, and goes out with the head in one write. A longer one is
+    // streamed after the bytes already read.
+    if !body.complete && !expect_continue {
+        let small = match body.framing {
+            BodyFraming::Length(n) => n as usize <= REPLAY_BUFFER_BYTES,
+            _ => true,
+        };
+        if small {
+            let mut whole = Vec::new();
+            read_body_into(conn, body, settings, &mut whole, REPLAY_BUFFER_BYTES).await?;
+            if body.complete {
+                let mut cow = Cow::Borrowed(&whole[..]);
+                phase(app.request_body_filter(session, &mut cow, true, ctx)).await?;
+                body.buffered = Some(cow.into_owned());
+            } else {
+                body.prefix = whole;
+            }
         }
     }
 
@@ -523,28 +539,36 @@ async fn read_body_into<S: Stream>(
     body: &mut ReqBody,
     settings: &HttpSettings,
     out: &mut Vec<u8>,
+    limit: usize,
 ) -> Result<()> {
-    while !body.complete {
-        let Some(mut buf) = conn
-            .next_bytes(settings.body_timeout)
-            .await
-            .map_err(|e| Error::io(Side::Downstream, true, e))?
-        else {
-            return Err(
-                Error::downstream(ErrorKind::ConnectionClosed).context("reading the request body")
-            );
+    while !body.complete && out.len() <= limit {
+        let next = conn.next_bytes(settings.body_timeout).await;
+        let mut buf = match next {
+            Ok(Some(buf)) => buf,
+            Ok(None) => {
+                return Err(Error::downstream(ErrorKind::ConnectionClosed)
+                    .context("reading the request body"))
+            }
+            Err(e) => {
+                return Err(Error::io(Side::Downstream, true, e).context("reading the request body"))
+            }
         };
-        let d = body
-            .decoder
-            .decode(&buf)
-            .map_err(|e| invalid(Side::Downstream, e))?;
-        out.extend_from_slice(&buf[d.data.clone()]);
-        body.read += d.data.len() as u64;
-        buf.advance(d.consumed);
+        while !buf.is_empty() && !body.complete {
+            let d = body
+                .decoder
+                .decode(&buf)
+                .map_err(|e| invalid(Side::Downstream, e))?;
+            out.extend_from_slice(&buf[d.data.clone()]);
+            body.read += d.data.len() as u64;
+            if settings.max_body_bytes.is_some_and(|max| body.read > max) {
+                return Err(Error::new(ErrorKind::HttpStatus(413), Side::Downstream));
+            }
+            buf.advance(d.consumed);
+            body.complete = d.done;
+        }
         if !buf.is_empty() {
             conn.pending = Some(buf);
         }
-        body.complete = d.done;
     }
     Ok(())
 }
@@ -595,7 +619,13 @@ async fn exchange<B: Backend, P: ProxyHttp>(
     peer: &HttpPeer,
 ) -> std::result::Result<Exchange, (Box<Error>, bool)> {
     let mut up_req = session.req_header().clone();
+    let upgrade = upgrade_requested(&up_req);
     remove_hop_by_hop(&mut up_req.headers);
+    if let Some(proto) = &upgrade {
+        // RFC 9110 section 7.8: Upgrade is hop-by-hop, so the proxy re-adds it for the next
+        // hop. Nothing after this head is forwarded until the origin answers 101.
+        up_req.headers.insert("Upgrade", proto.as_slice());
+    }
     phase(app.upstream_request_filter(session, &mut up_req, ctx))
         .await
         .map_err(|e| (e, false))?;
@@ -609,7 +639,12 @@ async fn exchange<B: Backend, P: ProxyHttp>(
         (None, _) => BodyFraming::Chunked,
     };
     let mut out = Vec::with_capacity(512);
-    encode_request_head(&up_req, &up_framing, None, &mut out);
+    encode_request_head(
+        &up_req,
+        &up_framing,
+        upgrade.as_ref().map(|_| "upgrade"),
+        &mut out,
+    );
     if let Some(b) = &body.buffered {
         out.extend_from_slice(b);
     }
@@ -677,13 +712,15 @@ async fn exchange<B: Backend, P: ProxyHttp>(
         break head;
     };
     if resp.status == 101 {
-        // Tunnels are opened only for requests that asked for an upgrade, and Ringway does not
-        // forward Upgrade yet: an unsolicited 101 is an upstream protocol error.
-        return Err((
-            Error::upstream(ErrorKind::InvalidHttp(HttpError::InvalidStatusLine))
-                .context("unsolicited 101"),
-            false,
-        ));
+        let Some(requested) = &upgrade else {
+            // A 101 nobody asked for: an upstream protocol error, never a tunnel.
+            return Err((
+                Error::upstream(ErrorKind::InvalidHttp(HttpError::InvalidStatusLine))
+                    .context("unsolicited 101"),
+                false,
+            ));
+        };
+        return open_tunnel(app, settings, down, up, session, ctx, resp, requested).await;
     }
     let resp_framing = response_framing(&session.req_header().method, &resp).map_err(|e| {
         (
@@ -831,6 +868,30 @@ async fn stream_request_body<S: Stream, P: ProxyHttp>(
     out: &mut Vec<u8>,
 ) -> std::result::Result<(), (Box<Error>, bool)> {
     let mut encoder = BodyEncoder::new(up_framing);
+    body.streamed = true;
+    if !body.prefix.is_empty() {
+        // The bytes read before connecting go first.
+        let prefix = std::mem::take(&mut body.prefix);
+        let mut cow = Cow::Borrowed(&prefix[..]);
+        phase(app.request_body_filter(session, &mut cow, false, ctx))
+            .await
+            .map_err(|e| (e, false))?;
+        out.clear();
+        encoder.encode(&cow, out).map_err(|e| {
+            (
+                invalid(Side::Internal, e).context("request body filter changed the length"),
+                false,
+            )
+        })?;
+        let (r, back) = write_timed(&mut up.stream, std::mem::take(out), peer.write_timeout).await;
+        r.map_err(|e| {
+            (
+                Error::io(Side::Upstream, false, e).context("writing the request body"),
+                false,
+            )
+        })?;
+        *out = back.unwrap_or_default();
+    }
     while !body.complete {
         let next = down.next_bytes(settings.body_timeout).await;
         let mut buf = match next {
@@ -858,6 +919,14 @@ async fn stream_request_body<S: Stream, P: ProxyHttp>(
                 .decode(&buf)
                 .map_err(|e| (invalid(Side::Downstream, e), false))?;
             body.read += d.data.len() as u64;
+            if settings.max_body_bytes.is_some_and(|max| body.read > max) {
+                // A chunked body that outgrew the limit: the upstream request is aborted before
+                // it ends (the connection is dropped, never pooled).
+                return Err((
+                    Error::new(ErrorKind::HttpStatus(413), Side::Downstream),
+                    false,
+                ));
+            }
             body.complete = d.done;
             let mut cow = Cow::Borrowed(&buf[d.data.clone()]);
             phase(app.request_body_filter(session, &mut cow, d.done, ctx))
@@ -1005,6 +1074,129 @@ async fn relay_response<S: Stream, P: ProxyHttp>(
         downstream_ok: !excess,
         upstream_ok: !excess,
     })
+}
+
+/// The protocol a request asks to upgrade to: an HTTP/1.1 request with `Upgrade` and a
+/// `Connection` header naming `upgrade` (RFC 9110 section 7.8), without a body.
+fn upgrade_requested(req: &RequestHead) -> Option<Vec<u8>> {
+    if req.version != Version::Http11 {
+        return None;
+    }
+    let proto = req.headers.get("upgrade")?;
+    let named = req.headers.get_all("connection").any(|v| {
+        v.split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"upgrade"))
+    });
+    let bodyless =
+        !req.headers.contains("content-length") && !req.headers.contains("transfer-encoding");
+    (named && bodyless && !proto.is_empty()).then(|| proto.to_vec())
+}
+
+/// Relays the origin's 101 and then bytes both ways until both sides have closed, either side
+/// fails, or neither sends anything for the tunnel idle timeout.
+#[allow(clippy::too_many_arguments)]
+async fn open_tunnel<S: Stream, P: ProxyHttp>(
+    app: &P,
+    settings: &HttpSettings,
+    down: &mut Conn<S>,
+    up: &mut Conn<S>,
+    session: &mut Session,
+    ctx: &mut P::Ctx,
+    mut resp: ResponseHead,
+    requested: &[u8],
+) -> std::result::Result<Exchange, (Box<Error>, bool)> {
+    let proto = resp
+        .headers
+        .get("upgrade")
+        .map(<[u8]>::to_vec)
+        .unwrap_or_else(|| requested.to_vec());
+    phase(app.upstream_response_filter(session, &mut resp, ctx))
+        .await
+        .map_err(|e| (e, false))?;
+    remove_hop_by_hop(&mut resp.headers);
+    phase(app.response_filter(session, &mut resp, ctx))
+        .await
+        .map_err(|e| (e, false))?;
+    resp.headers.insert("Upgrade", proto.as_slice());
+    let mut out = Vec::with_capacity(256);
+    encode_response_head(&resp, &BodyFraming::None, Some("upgrade"), &mut out);
+    session.status = Some(101);
+    session.downstream_bytes_sent += out.len() as u64;
+    let (r, _) = write_timed(&mut down.stream, out, settings.send_timeout).await;
+    r.map_err(|e| {
+        (
+            Error::io(Side::Downstream, false, e).context("writing the 101"),
+            false,
+        )
+    })?;
+    tunnel(down, up, settings).await.map_err(|e| (e, false))?;
+    Ok(Exchange {
+        keep_downstream: false,
+        keep_upstream: false,
+    })
+}
+
+/// Copies bytes both ways. Each direction ends with its reader's EOF, passed on as a FIN.
+async fn tunnel<S: Stream>(
+    down: &mut Conn<S>,
+    up: &mut Conn<S>,
+    settings: &HttpSettings,
+) -> Result<()> {
+    enum Got {
+        Down(io::Result<Option<IoBuf>>),
+        Up(io::Result<Option<IoBuf>>),
+    }
+    let idle = settings.tunnel_idle_timeout;
+    let wdur = settings.send_timeout;
+    // Bytes the client sent after its Upgrade request, and the origin after its 101, go first.
+    if let Some(p) = down.pending.take() {
+        let (r, _) = write_timed(&mut up.stream, p, wdur).await;
+        r.map_err(|e| Error::io(Side::Upstream, false, e))?;
+    }
+    if let Some(p) = up.pending.take() {
+        let (r, _) = write_timed(&mut down.stream, p, wdur).await;
+        r.map_err(|e| Error::io(Side::Downstream, false, e))?;
+    }
+    let (mut down_open, mut up_open) = (true, true);
+    while down_open || up_open {
+        let (ds, us) = (&mut down.stream, &mut up.stream);
+        // Reading is cancel-safe on every backend: the read that loses the race loses no bytes.
+        let got = timeout(idle, async {
+            Ok(match (down_open, up_open) {
+                (true, true) => {
+                    futures_lite::future::or(async { Got::Down(ds.read().await) }, async {
+                        Got::Up(us.read().await)
+                    })
+                    .await
+                }
+                (true, false) => Got::Down(ds.read().await),
+                _ => Got::Up(us.read().await),
+            })
+        })
+        .await;
+        match got {
+            Err(_) => return Err(Error::downstream(ErrorKind::ReadTimeout).context("tunnel idle")),
+            Ok(Got::Down(Ok(Some(buf)))) => {
+                let (r, _) = write_timed(&mut up.stream, buf, wdur).await;
+                r.map_err(|e| Error::io(Side::Upstream, false, e))?;
+            }
+            Ok(Got::Up(Ok(Some(buf)))) => {
+                let (r, _) = write_timed(&mut down.stream, buf, wdur).await;
+                r.map_err(|e| Error::io(Side::Downstream, false, e))?;
+            }
+            Ok(Got::Down(Ok(None))) => {
+                down_open = false;
+                let _ = up.stream.shutdown_write().await;
+            }
+            Ok(Got::Up(Ok(None))) => {
+                up_open = false;
+                let _ = down.stream.shutdown_write().await;
+            }
+            Ok(Got::Down(Err(e))) => return Err(Error::io(Side::Downstream, true, e)),
+            Ok(Got::Up(Err(e))) => return Err(Error::io(Side::Upstream, true, e)),
+        }
+    }
+    Ok(())
 }
 
 /// The single, all-digit Content-Length of a head, if it has exactly one.

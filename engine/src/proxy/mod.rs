@@ -13,7 +13,8 @@ pub use phase::{is_transport_error, FailToProxy, ProxyHttp};
 pub use session::{DirectResponse, Session};
 pub use settings::{
     HttpSettings, DEFAULT_BODY_TIMEOUT, DEFAULT_HEADER_TIMEOUT, DEFAULT_KEEPALIVE_TIMEOUT,
-    DEFAULT_SEND_TIMEOUT, DRAIN_LIMIT_BYTES, EXPECT_CONTINUE_WAIT, REPLAY_BUFFER_BYTES,
+    DEFAULT_SEND_TIMEOUT, DEFAULT_TUNNEL_IDLE_TIMEOUT, DRAIN_LIMIT_BYTES, EXPECT_CONTINUE_WAIT,
+    REPLAY_BUFFER_BYTES,
 };
 
 pub(crate) use driver::serve_connection;

@@ -13,6 +13,8 @@ pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default time a keep-alive connection may sit idle before the next request's first byte.
 pub const DEFAULT_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default time a tunnel (after a 101) may carry no bytes in either direction.
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Request body bytes kept to replay a request on a retry.
 pub const REPLAY_BUFFER_BYTES: usize = 64 * 1024;
 /// Request body bytes Ringway reads and discards to keep a connection alive after answering
@@ -35,6 +37,8 @@ pub struct HttpSettings {
     pub send_timeout: Duration,
     /// Idle time allowed between requests. By default 60 s.
     pub keepalive_timeout: Duration,
+    /// Time an upgraded connection (WebSocket) may stay silent both ways. By default 60 s.
+    pub tunnel_idle_timeout: Duration,
     /// Largest request body accepted (413 beyond). By default unlimited.
     pub max_body_bytes: Option<u64>,
     /// Whether CONNECT is proxied (405 otherwise). By default false.
@@ -49,6 +53,7 @@ impl Default for HttpSettings {
             body_timeout: DEFAULT_BODY_TIMEOUT,
             send_timeout: DEFAULT_SEND_TIMEOUT,
             keepalive_timeout: DEFAULT_KEEPALIVE_TIMEOUT,
+            tunnel_idle_timeout: DEFAULT_TUNNEL_IDLE_TIMEOUT,
             max_body_bytes: None,
             allow_connect: false,
         }

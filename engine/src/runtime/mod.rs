@@ -12,7 +12,7 @@ use std::time::Duration;
 pub use limits::{
     check_memlock, has_cap_ipc_lock, raise_nofile, MemlockReport, RINGS_PER_EXECUTOR,
 };
-pub use signal::LocalSignal;
+pub use signal::{LocalNotify, LocalSignal, Notified};
 
 /// Memory glommio registers on each of an executor's rings; networking does not use it, so it
 /// is kept small (glommio's default of 10 MiB would not fit an 8 MiB RLIMIT_MEMLOCK).

@@ -62,3 +62,60 @@ impl Future for Wait<'_> {
         Poll::Pending
     }
 }
+
+/// A core-local notification: `notified()` resolves after the next `notify()`. No atomics.
+#[derive(Clone, Default)]
+pub struct LocalNotify {
+    inner: Rc<NotifyInner>,
+}
+
+#[derive(Default)]
+struct NotifyInner {
+    generation: Cell<u64>,
+    waiters: RefCell<Vec<Waker>>,
+}
+
+impl LocalNotify {
+    /// A notifier nobody waits on yet.
+    pub fn new() -> LocalNotify {
+        LocalNotify::default()
+    }
+
+    /// Wakes every task waiting in `notified()`.
+    pub fn notify(&self) {
+        self.inner
+            .generation
+            .set(self.inner.generation.get().wrapping_add(1));
+        for w in self.inner.waiters.borrow_mut().drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Resolves after the next `notify()`.
+    pub fn notified(&self) -> Notified<'_> {
+        Notified {
+            notify: self,
+            generation: self.inner.generation.get(),
+        }
+    }
+}
+
+/// The future of [`LocalNotify::notified`].
+pub struct Notified<'a> {
+    notify: &'a LocalNotify,
+    generation: u64,
+}
+
+impl Future for Notified<'_> {
+    type Output = ();
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.notify.inner.generation.get() != self.generation {
+            return Poll::Ready(());
+        }
+        let mut waiters = self.notify.inner.waiters.borrow_mut();
+        if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}

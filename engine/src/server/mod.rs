@@ -23,8 +23,8 @@ use crate::metrics::{bump, CoreMetrics, CoreStats, ServerStats};
 use crate::proxy::panic::{caught_panics, guard, install_hook, PanicHookMode};
 use crate::proxy::{serve_connection, CoreCtx, HttpSettings, ProxyHttp};
 use crate::runtime::{
-    check_memlock, raise_nofile, resolve_cpus, CoreId, CpuList, LocalSignal, RuntimeError,
-    IO_MEMORY,
+    check_memlock, raise_nofile, resolve_cpus, CoreId, CpuList, LocalNotify, LocalSignal,
+    RuntimeError, IO_MEMORY,
 };
 use crate::upstream::{Pool, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_IDLE_PER_PEER};
 
@@ -399,6 +399,7 @@ impl ServerHandle {
 struct ActiveGuard<S> {
     core: Rc<CoreCtx<S>>,
     listener_active: Rc<std::cell::Cell<usize>>,
+    slot_freed: LocalNotify,
 }
 
 impl<S> Drop for ActiveGuard<S> {
@@ -407,6 +408,7 @@ impl<S> Drop for ActiveGuard<S> {
         m.set(m.get().saturating_sub(1));
         self.listener_active
             .set(self.listener_active.get().saturating_sub(1));
+        self.slot_freed.notify();
     }
 }
 
@@ -494,10 +496,11 @@ async fn accept_loop<B: Backend, P: ProxyHttp + 'static>(
     max_connections: usize,
 ) {
     let active = Rc::new(std::cell::Cell::new(0usize));
+    let slot_freed = LocalNotify::new();
     loop {
         // At the cap, stop accepting (the kernel queues) until a connection ends; no spinning.
         while active.get() >= max_connections && !core.shutdown.is_set() {
-            glommio::timer::sleep(Duration::from_millis(5)).await;
+            futures_lite::future::or(slot_freed.notified(), core.shutdown.wait()).await;
         }
         let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
             core.shutdown.wait().await;
@@ -526,6 +529,7 @@ async fn accept_loop<B: Backend, P: ProxyHttp + 'static>(
         let guard_state = ActiveGuard {
             core: Rc::clone(&core),
             listener_active: Rc::clone(&active),
+            slot_freed: slot_freed.clone(),
         };
         let app = Rc::clone(&app);
         let core2 = Rc::clone(&core);

@@ -73,6 +73,11 @@ pub trait Stream: 'static {
     ///
     /// Returns `Ok(None)` at end of stream. A returned buffer is never empty.
     ///
+    /// # Cancellation
+    /// Cancel-safe: dropping a pending `read` loses no bytes. Whatever the peer sent is returned
+    /// by the next `read` (a completion backend keeps bytes that arrived for a cancelled read).
+    /// The proxy relies on this to race reads on both ends of a tunnel.
+    ///
     /// # Errors
     /// Any socket error (reset, timeout set on the socket).
     async fn read(&mut self) -> io::Result<Option<IoBuf>>;
