@@ -38,8 +38,9 @@ fn connect_failures_are_retried_on_the_other_peer() {
         );
     }
     assert_eq!(o.stats().requests, 20);
+    // The dead peer cost a retry until passive health ejected it on this core (max_fails).
     assert!(
-        eventually(|| gw.stats().total(|c| c.retries) >= 10),
+        eventually(|| gw.stats().total(|c| c.retries) >= 1),
         "{:?}",
         gw.stats()
     );

@@ -986,6 +986,7 @@ async fn relay_response<S: Stream, P: ProxyHttp>(
     let mut encoder = BodyEncoder::new(down_framing);
     let mut done = matches!(resp_framing, BodyFraming::None);
     let mut excess = false;
+    let mut eof = false;
     // Bytes the upstream sent after the response head arrive first.
     let mut next = up.pending.take();
     loop {
@@ -1043,23 +1044,8 @@ async fn relay_response<S: Stream, P: ProxyHttp>(
                 decoder
                     .on_eof()
                     .map_err(|e| (invalid(Side::Upstream, e).context("response body"), false))?;
-                encoder
-                    .finish(&mut out)
-                    .map_err(|e| (invalid(Side::Internal, e), false))?;
-                if !out.is_empty() {
-                    session.downstream_bytes_sent += out.len() as u64;
-                    let (r, _) = write_timed(
-                        &mut down.stream,
-                        std::mem::take(&mut out),
-                        settings.send_timeout,
-                    )
-                    .await;
-                    r.map_err(|e| (Error::io(Side::Downstream, false, e), false))?;
-                }
-                return Ok(Clean {
-                    downstream_ok: true,
-                    upstream_ok: false,
-                });
+                done = true;
+                eof = true;
             }
             Err(e) => {
                 return Err((
@@ -1069,10 +1055,9 @@ async fn relay_response<S: Stream, P: ProxyHttp>(
             }
         }
     }
-    let _ = session;
     Ok(Clean {
         downstream_ok: !excess,
-        upstream_ok: !excess,
+        upstream_ok: !excess && !eof,
     })
 }
 
