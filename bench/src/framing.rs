@@ -20,11 +20,11 @@ pub enum FramingError {
     InvalidChunkSize,
     /// A chunk size does not fit in 64 bits.
     ChunkSizeOverflow,
-    /// A chunk-size line exceeded [`MAX_CHUNK_LINE_BYTES`].
+    /// A chunk-size line exceeded 4 KiB (extensions included).
     ChunkLineTooLong,
     /// Chunk data was not followed by CRLF.
     MissingChunkCrlf,
-    /// The trailer section exceeded [`MAX_TRAILER_BYTES`].
+    /// The trailer section exceeded 16 KiB.
     TrailerTooLong,
     /// The connection closed before the body was complete.
     Truncated,

@@ -224,3 +224,38 @@ fn invalid_configurations_are_refused() {
         assert!(load::run(&cfg, None).is_err(), "{cfg:?}");
     }
 }
+
+#[test]
+fn head_requests_expect_no_body() {
+    let o = origin_with(OriginConfig::default());
+    let cfg = LoadConfig {
+        method: "HEAD".into(),
+        ..bounded(vec![format!("http://{}/", o.addr())], 200)
+    };
+    let report = load::run(&cfg, None).unwrap();
+    assert_eq!(report.requests, 200);
+    assert_eq!(report.errors.total(), 0, "{:?}", report.errors);
+    assert!(
+        o.stats().connections <= 10,
+        "HEAD responses keep connections alive"
+    );
+}
+
+#[test]
+fn a_cpu_that_does_not_exist_is_an_error() {
+    let o = origin_with(OriginConfig::default());
+    let cfg = LoadConfig {
+        cpus: vec![4096],
+        ..bounded(vec![format!("http://{}/", o.addr())], 10)
+    };
+    assert!(matches!(
+        load::run(&cfg, None),
+        Err(load::LoadError::Executor(_))
+    ));
+    let err = origin::start(OriginConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        cpus: vec![4096],
+        ..OriginConfig::default()
+    });
+    assert!(err.is_err());
+}

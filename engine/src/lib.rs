@@ -23,6 +23,7 @@
 
 pub mod config;
 pub mod gateway;
+pub mod health;
 pub mod listen;
 pub mod metrics;
 pub mod proxy;
@@ -34,7 +35,7 @@ pub use proxy::{
     Error, ErrorKind, FailToProxy, HttpSettings, ProxyHttp, Result, Retry, Session, Side,
 };
 pub use runtime::{CoreId, CpuList};
-pub use server::{ListenerConf, Server, ServerConf, ServerError, ServerHandle};
+pub use server::{ListenerConf, RunOptions, Server, ServerConf, ServerError, ServerHandle};
 pub use upstream::HttpPeer;
 
 /// The HTTP/1.1 types phases work with, re-exported from `ringway-protocols`.

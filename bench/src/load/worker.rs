@@ -125,8 +125,8 @@ impl Core {
         }
     }
 
-    fn record(&self, intended: Instant, resp: Response) {
-        let now = Instant::now();
+    /// Records a complete response that ended at `now`.
+    fn record(&self, intended: Instant, now: Instant, resp: Response) {
         self.requests.set(self.requests.get() + 1);
         self.bytes.set(self.bytes.get() + resp.bytes);
         if !(200..400).contains(&resp.status) {
@@ -327,17 +327,21 @@ where
         .conn_interval
         .map(|iv| Schedule::new(core.start, iv, index, plan.connections));
     let mut timer: Option<Timer> = None;
+    // Closed loop: when the previous response just ended, its end is this request's start (one
+    // clock read per request instead of two).
+    let mut last_end: Option<Instant> = None;
     loop {
         if core.stop.is_fired() {
             break;
         }
-        let intended = match schedule.as_mut() {
+        // When the request is due (open loop) or starts (closed loop), and when it is sent.
+        let (intended, sent) = match schedule.as_mut() {
             Some(s) => {
                 let t = s.next();
                 if t >= core.deadline || core.budget.get() == Some(0) {
                     break;
                 }
-                let now = Instant::now();
+                let mut now = Instant::now();
                 if t > now {
                     let wait = t - now;
                     match timer.as_mut() {
@@ -350,10 +354,14 @@ where
                     if core.stop.is_fired() {
                         break;
                     }
+                    now = t;
                 }
-                t
+                (t, now)
             }
-            None => Instant::now(),
+            None => {
+                let now = last_end.take().unwrap_or_else(Instant::now);
+                (now, now)
+            }
         };
         let measured = intended >= core.measure_start;
         if measured && !core.take_ticket() {
@@ -369,13 +377,16 @@ where
             &mut readers[ai],
             &mut reqs[ti],
             plan.addrs[ai],
+            sent,
         )
         .await;
         match result {
             Ok(resp) => {
+                let now = Instant::now();
                 if measured {
-                    core.record(intended, resp);
+                    core.record(intended, now, resp);
                 }
+                last_end = Some(now);
             }
             Err(Failure::Stopped) => break,
             Err(Failure::Error(kind)) => {
@@ -391,7 +402,8 @@ where
     slot.disarm();
 }
 
-/// One request and its response on the connection to `addr`, opening it first if needed.
+/// One request and its response on the connection to `addr`, opening it first if needed;
+/// `sent` (about now) starts the request's timeout.
 async fn exchange<B: Backend>(
     core: &Core,
     slot: &Slot,
@@ -399,6 +411,7 @@ async fn exchange<B: Backend>(
     reader: &mut ResponseReader,
     request: &mut Vec<u8>,
     addr: SocketAddr,
+    sent: Instant,
 ) -> Result<Response, Failure>
 where
     B::Stream: AsRawFd,
@@ -425,7 +438,7 @@ where
     let Some(s) = stream.as_mut() else {
         return Err(Failure::Error(ErrorKind::Connect));
     };
-    slot.arm(s.as_raw_fd(), Instant::now() + plan.timeout);
+    slot.arm(s.as_raw_fd(), sent + plan.timeout);
     let (written, buf) = s.write_all(std::mem::take(request)).await;
     *request = buf;
     let outcome = match written {

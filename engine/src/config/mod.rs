@@ -3,6 +3,8 @@
 //! upstreams.
 
 mod duration;
+mod locate;
+mod upstream;
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -14,12 +16,12 @@ use serde::Deserialize;
 use toml::Spanned;
 
 pub use duration::{format_duration, parse_duration};
+pub use upstream::UpstreamConf;
 
 use crate::proxy::panic::PanicHookMode;
 use crate::proxy::HttpSettings;
 use crate::runtime::CpuList;
 use crate::server::{ListenerConf, ServerConf, DEFAULT_MAX_CONNECTIONS};
-use crate::upstream::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_READ_TIMEOUT, DEFAULT_WRITE_TIMEOUT};
 
 /// The selection algorithms an upstream may name.
 pub const ALGORITHMS: &[&str] = &[
@@ -61,38 +63,6 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// One peer of an upstream after validation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PeerConf {
-    /// Resolved address.
-    pub addr: SocketAddr,
-    /// Relative weight (>= 1).
-    pub weight: u32,
-    /// Optional name for logs.
-    pub name: Option<String>,
-}
-
-/// One upstream after validation.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UpstreamConf {
-    /// Name routes refer to.
-    pub name: String,
-    /// Its peers.
-    pub peers: Vec<PeerConf>,
-    /// Selection algorithm (one of [`ALGORITHMS`]).
-    pub algorithm: String,
-    /// Hash key for hashing algorithms.
-    pub hash_key: Option<String>,
-    /// Connect timeout.
-    pub connect_timeout: Duration,
-    /// Read timeout.
-    pub read_timeout: Duration,
-    /// Write timeout.
-    pub write_timeout: Duration,
-    /// Retries after the first attempt.
-    pub max_retries: usize,
-}
-
 /// One route after validation.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteConf {
@@ -127,7 +97,7 @@ struct Raw {
     #[serde(default)]
     listeners: Vec<RawListener>,
     #[serde(default)]
-    upstreams: Vec<RawUpstream>,
+    upstreams: Vec<upstream::RawUpstream>,
     #[serde(default)]
     routes: Vec<RawRoute>,
 }
@@ -157,6 +127,7 @@ struct RawHttp {
     body_timeout: Option<Spanned<String>>,
     send_timeout: Option<Spanned<String>>,
     keepalive_timeout: Option<Spanned<String>>,
+    tunnel_idle_timeout: Option<Spanned<String>>,
     max_headers: Option<usize>,
     max_head_bytes: Option<usize>,
     max_request_line_bytes: Option<usize>,
@@ -171,36 +142,6 @@ struct RawListener {
     backlog: Option<i32>,
     max_connections: Option<usize>,
     http: Option<RawHttp>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawUpstream {
-    name: Spanned<String>,
-    peers: Spanned<Vec<RawPeer>>,
-    algorithm: Option<Spanned<String>>,
-    hash_key: Option<Spanned<String>>,
-    connect_timeout: Option<Spanned<String>>,
-    read_timeout: Option<Spanned<String>>,
-    write_timeout: Option<Spanned<String>>,
-    max_retries: Option<usize>,
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum RawPeer {
-    Addr(String),
-    Table(RawPeerTable),
-}
-
-// Spans are lost inside an untagged enum (serde buffers its content), so peer errors point at
-// the `peers` array.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPeerTable {
-    address: String,
-    weight: Option<u32>,
-    name: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -234,8 +175,17 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     let v = Validator { text, file };
     let raw: Raw = toml::from_str(text).map_err(|e| {
-        let msg = e.message().trim().to_string();
-        v.err(e.span(), "", msg)
+        let mut msg = e.message().trim().to_string();
+        if msg.contains("untagged enum RawPeer") {
+            msg = "a peer is an address string or a table with `address` and optional `weight` \
+                   and `name` (no other keys)"
+                .to_string();
+        }
+        let key = e
+            .span()
+            .map(|s| locate::key_at(text, s.start))
+            .unwrap_or_default();
+        v.err(e.span(), &key, msg)
     })?;
     v.validate(raw)
 }
@@ -305,6 +255,11 @@ impl Validator<'_> {
             &raw.keepalive_timeout,
             &format!("{key}.keepalive_timeout"),
             h.keepalive_timeout,
+        )?;
+        h.tunnel_idle_timeout = self.duration(
+            &raw.tunnel_idle_timeout,
+            &format!("{key}.tunnel_idle_timeout"),
+            h.tunnel_idle_timeout,
         )?;
         if let Some(n) = raw.max_headers {
             h.limits.max_headers = n;
@@ -432,108 +387,20 @@ impl Validator<'_> {
 
         let mut upstreams: Vec<UpstreamConf> = Vec::new();
         for (i, u) in raw.upstreams.iter().enumerate() {
-            let key = format!("upstreams[{i}]");
-            if upstreams.iter().any(|x| &x.name == u.name.get_ref()) {
+            if upstreams.iter().any(|x| &x.name == u.name().get_ref()) {
                 return Err(self.err(
-                    Some(u.name.span()),
-                    &format!("{key}.name"),
-                    format!("upstream \"{}\" is defined twice", u.name.get_ref()),
+                    Some(u.name().span()),
+                    &format!("upstreams[{i}].name"),
+                    format!("upstream \"{}\" is defined twice", u.name().get_ref()),
                 ));
             }
-            if u.peers.get_ref().is_empty() {
-                return Err(self.err(
-                    Some(u.peers.span()),
-                    &format!("{key}.peers"),
-                    "an upstream needs at least one peer",
-                ));
-            }
-            let mut peers = Vec::new();
-            for (j, p) in u.peers.get_ref().iter().enumerate() {
-                let pkey = format!("{key}.peers[{j}]");
-                let span = u.peers.span();
-                peers.push(match p {
-                    RawPeer::Addr(a) => PeerConf {
-                        addr: self.addr_at(a, span, &pkey)?,
-                        weight: 1,
-                        name: None,
-                    },
-                    RawPeer::Table(t) => {
-                        let weight = match t.weight {
-                            Some(0) => {
-                                return Err(self.err(
-                                    Some(span),
-                                    &format!("{pkey}.weight"),
-                                    "weight must be at least 1",
-                                ))
-                            }
-                            Some(w) => w,
-                            None => 1,
-                        };
-                        let addr = self.addr_at(&t.address, span, &format!("{pkey}.address"))?;
-                        PeerConf {
-                            addr,
-                            weight,
-                            name: t.name.clone(),
-                        }
-                    }
-                });
-            }
-            let algorithm = match &u.algorithm {
-                None => "round_robin".to_string(),
-                Some(a) if ALGORITHMS.contains(&a.get_ref().as_str()) => a.get_ref().clone(),
-                Some(a) => {
-                    return Err(self.err(
-                        Some(a.span()),
-                        &format!("{key}.algorithm"),
-                        format!(
-                            "unknown algorithm \"{}\"; expected one of {}",
-                            a.get_ref(),
-                            ALGORITHMS.join(", ")
-                        ),
-                    ))
-                }
-            };
-            let hash_key = match &u.hash_key {
-                None => None,
-                Some(k) => {
-                    let s = k.get_ref();
-                    let ok = s == "client_ip"
-                        || s == "path"
-                        || s.strip_prefix("header:").is_some_and(|n| !n.is_empty())
-                        || s.strip_prefix("cookie:").is_some_and(|n| !n.is_empty());
-                    if !ok {
-                        return Err(self.err(
-                            Some(k.span()),
-                            &format!("{key}.hash_key"),
-                            format!("unknown hash key \"{s}\"; expected client_ip, path, header:NAME or cookie:NAME"),
-                        ));
-                    }
-                    Some(s.clone())
-                }
-            };
-            upstreams.push(UpstreamConf {
-                name: u.name.get_ref().clone(),
-                peers,
-                algorithm,
-                hash_key,
-                connect_timeout: self.duration(
-                    &u.connect_timeout,
-                    &format!("{key}.connect_timeout"),
-                    DEFAULT_CONNECT_TIMEOUT,
-                )?,
-                read_timeout: self.duration(
-                    &u.read_timeout,
-                    &format!("{key}.read_timeout"),
-                    DEFAULT_READ_TIMEOUT,
-                )?,
-                write_timeout: self.duration(
-                    &u.write_timeout,
-                    &format!("{key}.write_timeout"),
-                    DEFAULT_WRITE_TIMEOUT,
-                )?,
-                max_retries: u.max_retries.unwrap_or(server.max_retries),
-            });
+            upstreams.push(self.upstream(u, i, server.max_retries)?);
         }
+        // The engine bounds every request's retries; each upstream's own bound is the gateway's.
+        server.max_retries = upstreams
+            .iter()
+            .map(|u| u.max_retries)
+            .fold(server.max_retries, usize::max);
 
         let mut routes = Vec::new();
         for (i, r) in raw.routes.iter().enumerate() {
@@ -592,8 +459,16 @@ address = "127.0.0.1:8080"
 [[upstreams]]
 name = "app"
 peers = ["127.0.0.1:9001", { address = "127.0.0.1:9002", weight = 1 }]
-algorithm = "round_robin"
+algorithm = "round_robin"     # weighted_round_robin, random, least_inflight, ketama, maglev
 connect_timeout = "5s"
+max_retries = 2               # a retry goes to a peer the request has not tried
+max_fails = 3                 # passive health: skip a peer on a core after 3 failures...
+fail_timeout = "10s"          # ...for this long
+
+[upstreams.health]            # active checks, once per process; see docs/balancing.md
+kind = "tcp"                  # or "http", with path = "/health" and expect_status = 200
+interval = "5s"
+timeout = "2s"
 
 [[routes]]
 path_prefix = "/"
@@ -623,7 +498,10 @@ mod tests {
     fn minimal_config_gets_defaults() {
         let c = parse(MIN, "t.toml").unwrap();
         assert_eq!(c.server.grace_period, Duration::from_secs(10));
-        assert_eq!(c.upstreams[0].algorithm, "round_robin");
+        assert_eq!(
+            c.upstreams[0].algorithm,
+            ringway_balancer::Algorithm::RoundRobin
+        );
         assert_eq!(c.server.listeners[0].http, HttpSettings::default());
     }
 
@@ -685,7 +563,7 @@ mod tests {
     #[test]
     fn listener_http_overrides_the_defaults() {
         let c = parse(
-            "[http]\nheader_timeout = \"5s\"\nmax_headers = 50\n[[listeners]]\naddress = \"127.0.0.1:1\"\n[listeners.http]\nheader_timeout = \"2s\"\n[[listeners]]\naddress = \"127.0.0.1:2\"\n",
+            "[http]\nheader_timeout = \"5s\"\nmax_headers = 50\ntunnel_idle_timeout = \"7s\"\n[[listeners]]\naddress = \"127.0.0.1:1\"\n[listeners.http]\nheader_timeout = \"2s\"\n[[listeners]]\naddress = \"127.0.0.1:2\"\n",
             "t",
         )
         .unwrap();
@@ -694,6 +572,10 @@ mod tests {
             Duration::from_secs(2)
         );
         assert_eq!(c.server.listeners[0].http.limits.max_headers, 50);
+        assert_eq!(
+            c.server.listeners[1].http.tunnel_idle_timeout,
+            Duration::from_secs(7)
+        );
         assert_eq!(
             c.server.listeners[1].http.header_timeout,
             Duration::from_secs(5)

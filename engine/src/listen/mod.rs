@@ -1,6 +1,8 @@
 //! The accept side: one SO_REUSEPORT listening socket per core per address, built with socket2
 //! and adopted by that core's executor.
 
+pub mod handover;
+
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;

@@ -226,7 +226,9 @@ pub(crate) async fn serve_connection<B: Backend, P: ProxyHttp>(
             &settings.limits,
             first_byte,
             settings.header_timeout,
-            Some(&core.shutdown),
+            // At shutdown an idle keep-alive connection closes at once; a new one still gets its
+            // first request answered (its client sent it to a listener that was open).
+            (!first).then_some(&core.shutdown),
         )
         .await;
         let head = match head {

@@ -161,6 +161,18 @@ struct Shared {
 pub struct Server<F> {
     conf: ServerConf,
     factory: Arc<F>,
+    inherited: Vec<(SocketAddr, OwnedFd)>,
+}
+
+/// How [`Server::run_with`] runs beyond the configuration.
+#[derive(Default)]
+pub struct RunOptions {
+    /// Listen on this Unix socket for a newer process asking for the listeners (zero-downtime
+    /// upgrade). After handing them over, this process stops accepting and drains.
+    pub upgrade_socket: Option<std::path::PathBuf>,
+    /// Listeners received from an older process ([`crate::listen::handover::receive`]): they
+    /// are adopted first, and the older process is told to drain once this one accepts.
+    pub handover: Option<crate::listen::handover::Handover>,
 }
 
 impl<F, P> Server<F>
@@ -173,6 +185,7 @@ where
         Server {
             conf,
             factory: Arc::new(factory),
+            inherited: Vec::new(),
         }
     }
 
@@ -182,7 +195,7 @@ where
     /// # Errors
     /// No listeners, unavailable CPUs, a locked-memory budget too small, a bind failure, or an
     /// executor that could not start.
-    pub fn start(self) -> Result<ServerHandle, ServerError> {
+    pub fn start(mut self) -> Result<ServerHandle, ServerError> {
         if self.conf.listeners.is_empty() {
             return Err(ServerError::NoListeners);
         }
@@ -215,25 +228,50 @@ where
         log::info!("{}", probe::probe());
         install_hook(self.conf.panic_hook);
 
-        // Every core's sockets, bound here so port 0 resolves once and errors surface early.
-        let mut per_core: Vec<Vec<(OwnedFd, Rc<HttpSettings>, usize)>> = Vec::new();
+        // Every core's sockets: inherited ones first (an upgrade), then new ones bound here so
+        // port 0 resolves once and errors surface early. Socket i goes to core i % cores, and a
+        // core accepts on every socket it gets, so no inherited socket (nor any connection
+        // queued on it) is dropped. Duplicates are kept for the next handover.
+        let mut inherited = std::mem::take(&mut self.inherited);
         let mut per_core_send: Vec<Vec<(OwnedFd, HttpSettings, usize)>> =
             (0..cpus.len()).map(|_| Vec::new()).collect();
         let mut addrs = Vec::new();
+        let mut listen_fds = Vec::new();
         for l in &self.conf.listeners {
-            let (fds, bound) =
-                reuseport_sockets(l.addr, cpus.len(), l.backlog).map_err(|source| {
-                    ServerError::Bind {
+            let (mine, rest): (Vec<_>, Vec<_>) =
+                inherited.into_iter().partition(|(a, _)| *a == l.addr);
+            inherited = rest;
+            let mut bound = l.addr;
+            let mut fds: Vec<OwnedFd> = mine.into_iter().map(|(_, fd)| fd).collect();
+            if !fds.is_empty() {
+                log::info!(
+                    "{}: adopted {} inherited listening sockets",
+                    l.addr,
+                    fds.len()
+                );
+            }
+            if fds.len() < cpus.len() {
+                let (more, b) = reuseport_sockets(l.addr, cpus.len() - fds.len(), l.backlog)
+                    .map_err(|source| ServerError::Bind {
                         addr: l.addr,
                         source,
-                    }
-                })?;
+                    })?;
+                bound = b;
+                fds.extend(more);
+            }
             for (i, fd) in fds.into_iter().enumerate() {
-                per_core_send[i].push((fd, l.http.clone(), l.max_connections));
+                let dup = fd.try_clone().map_err(|source| ServerError::Bind {
+                    addr: bound,
+                    source,
+                })?;
+                listen_fds.push((bound, dup));
+                per_core_send[i % cpus.len()].push((fd, l.http.clone(), l.max_connections));
             }
             addrs.push(bound);
         }
-        drop(per_core.drain(..));
+        for (a, _) in &inherited {
+            log::warn!("inherited listener {a} is not in the configuration any more: closing it");
+        }
 
         let shared = Arc::new(Shared {
             shutdown: AtomicBool::new(false),
@@ -282,6 +320,7 @@ where
             shared,
             threads,
             grace: self.conf.grace_period,
+            listen_fds: Mutex::new(listen_fds),
         })
     }
 
@@ -294,8 +333,38 @@ where
     /// # Errors
     /// As [`Server::start`], plus signal set-up failures and executors that ended abnormally.
     pub fn run(self) -> Result<(), ServerError> {
+        self.run_with(RunOptions::default())
+    }
+
+    /// [`Server::run`], plus the zero-downtime upgrade: adopt listeners handed over by an
+    /// older process, and/or offer this process's listeners to a newer one on a Unix socket.
+    ///
+    /// # Errors
+    /// As [`Server::run`], plus a failure to bind the upgrade socket.
+    pub fn run_with(mut self, opts: RunOptions) -> Result<(), ServerError> {
         let set = block_signals().map_err(ServerError::Signals)?;
+        let handover = opts.handover.map(|mut h| {
+            self.inherited = std::mem::take(&mut h.listeners);
+            h
+        });
         let handle = self.start()?;
+        if let Some(h) = handover {
+            match h.ready() {
+                Ok(()) => {
+                    log::info!("accepting on the inherited listeners; the old process drains")
+                }
+                Err(e) => log::warn!("the old process went away during the handover: {e}"),
+            }
+        }
+        let mut upgrade = match &opts.upgrade_socket {
+            Some(path) => Some(
+                UpgradeSocket::bind(path).map_err(|source| ServerError::Bind {
+                    addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+                    source,
+                })?,
+            ),
+            None => None,
+        };
         let mut signalled = false;
         while handle.shared.running.load(Ordering::Acquire) > 0 {
             match wait_signal(&set, Duration::from_millis(200)) {
@@ -313,8 +382,71 @@ where
                 }
                 None => {}
             }
+            if signalled {
+                continue;
+            }
+            if let Some(u) = &mut upgrade {
+                let handed = match handle.listen_fds.lock() {
+                    Ok(fds) => u.try_handover(&fds),
+                    Err(_) => false,
+                };
+                if handed {
+                    log::info!(
+                        "listeners handed over to a new process: draining, grace period {:?}",
+                        handle.grace
+                    );
+                    handle.shutdown();
+                    signalled = true;
+                    upgrade = None;
+                }
+            }
         }
         handle.join()
+    }
+}
+
+/// The Unix socket a running server offers its listeners on.
+struct UpgradeSocket {
+    path: std::path::PathBuf,
+    listener: std::os::unix::net::UnixListener,
+}
+
+impl UpgradeSocket {
+    fn bind(path: &std::path::Path) -> io::Result<UpgradeSocket> {
+        // A stale socket file from a process that is gone would make bind fail.
+        let _ = std::fs::remove_file(path);
+        let listener = std::os::unix::net::UnixListener::bind(path)?;
+        listener.set_nonblocking(true)?;
+        log::info!("upgrade socket at {}", path.display());
+        Ok(UpgradeSocket {
+            path: path.to_path_buf(),
+            listener,
+        })
+    }
+
+    /// Serves one pending handover request, if any; true when the new process took over.
+    fn try_handover(&mut self, fds: &[(SocketAddr, OwnedFd)]) -> bool {
+        let Ok((mut stream, _)) = self.listener.accept() else {
+            return false;
+        };
+        // The path is the new process's to bind from now on.
+        let _ = std::fs::remove_file(&self.path);
+        let list: Vec<(SocketAddr, std::os::fd::RawFd)> = fds
+            .iter()
+            .map(|(a, fd)| (*a, std::os::fd::AsRawFd::as_raw_fd(fd)))
+            .collect();
+        let ok = stream.set_nonblocking(false).is_ok()
+            && crate::listen::handover::send(&mut stream, &list).unwrap_or_else(|e| {
+                log::warn!("handover failed: {e}");
+                false
+            });
+        if !ok {
+            log::warn!("the new process did not take over; still serving");
+            if let Ok(again) = UpgradeSocket::bind(&self.path) {
+                *self = again;
+            }
+        }
+        ok
     }
 }
 
@@ -350,6 +482,9 @@ pub struct ServerHandle {
     shared: Arc<Shared>,
     threads: Vec<glommio::ExecutorJoinHandle<Result<(), ServerError>>>,
     grace: Duration,
+    /// Duplicates of every listening socket, for a handover to a newer process; closed when
+    /// shutdown begins, so the kernel stops queueing connections nobody will accept.
+    listen_fds: Mutex<Vec<(SocketAddr, OwnedFd)>>,
 }
 
 impl ServerHandle {
@@ -361,6 +496,9 @@ impl ServerHandle {
     /// Begins graceful shutdown: cores stop accepting, close idle connections, and finish
     /// in-flight requests within the grace period.
     pub fn shutdown(&self) {
+        if let Ok(mut fds) = self.listen_fds.lock() {
+            fds.clear();
+        }
         self.shared.shutdown.store(true, Ordering::Release);
     }
 
@@ -488,58 +626,36 @@ async fn run_core<B: Backend, P: ProxyHttp + 'static>(
     Ok(())
 }
 
-async fn accept_loop<B: Backend, P: ProxyHttp + 'static>(
-    listener: B::Listener,
+/// Bundles what a connection task needs, so the accept loop and the shutdown drain spawn
+/// connections the same way.
+struct Spawner<B: Backend, P> {
     app: Rc<P>,
     core: Rc<CoreCtx<B::Stream>>,
     settings: Rc<HttpSettings>,
-    max_connections: usize,
-) {
-    let active = Rc::new(std::cell::Cell::new(0usize));
-    let slot_freed = LocalNotify::new();
-    loop {
-        // At the cap, stop accepting (the kernel queues) until a connection ends; no spinning.
-        while active.get() >= max_connections && !core.shutdown.is_set() {
-            futures_lite::future::or(slot_freed.notified(), core.shutdown.wait()).await;
-        }
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            core.shutdown.wait().await;
-            None
-        })
-        .await;
-        let (stream, peer) = match accepted {
-            None => return,
-            Some(Ok(a)) => a,
-            Some(Err(e)) => {
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-                ) {
-                    log::warn!("accept: {e}; backing off {ACCEPT_BACKOFF:?}");
-                    glommio::timer::sleep(ACCEPT_BACKOFF).await;
-                } else {
-                    log::debug!("accept: {e}");
-                }
-                continue;
-            }
-        };
-        bump(&core.metrics.accepted);
-        bump(&core.metrics.active);
-        active.set(active.get() + 1);
+    active: Rc<std::cell::Cell<usize>>,
+    slot_freed: LocalNotify,
+}
+
+impl<B: Backend, P: ProxyHttp + 'static> Spawner<B, P> {
+    fn spawn(&self, stream: B::Stream, peer: SocketAddr) {
+        bump(&self.core.metrics.accepted);
+        bump(&self.core.metrics.active);
+        self.active.set(self.active.get() + 1);
         let guard_state = ActiveGuard {
-            core: Rc::clone(&core),
-            listener_active: Rc::clone(&active),
-            slot_freed: slot_freed.clone(),
+            core: Rc::clone(&self.core),
+            listener_active: Rc::clone(&self.active),
+            slot_freed: self.slot_freed.clone(),
         };
-        let app = Rc::clone(&app);
-        let core2 = Rc::clone(&core);
-        let settings = Rc::clone(&settings);
+        let (app, core, settings) = (
+            Rc::clone(&self.app),
+            Rc::clone(&self.core),
+            Rc::clone(&self.settings),
+        );
         glommio::spawn_local(async move {
             let _active = guard_state;
             // Backstop: phases are guarded one by one; this catches a bug in the driver itself
             // so it ends one connection, not the core.
-            if let Err(p) =
-                guard(serve_connection::<B, P>(app, core2, settings, stream, peer)).await
+            if let Err(p) = guard(serve_connection::<B, P>(app, core, settings, stream, peer)).await
             {
                 log::error!(
                     "connection task panicked: {}",
@@ -548,5 +664,118 @@ async fn accept_loop<B: Backend, P: ProxyHttp + 'static>(
             }
         })
         .detach();
+    }
+}
+
+async fn accept_loop<B: Backend, P: ProxyHttp + 'static>(
+    listener: B::Listener,
+    app: Rc<P>,
+    core: Rc<CoreCtx<B::Stream>>,
+    settings: Rc<HttpSettings>,
+    max_connections: usize,
+) {
+    let spawner = Spawner::<B, P> {
+        app,
+        core: Rc::clone(&core),
+        settings,
+        active: Rc::new(std::cell::Cell::new(0usize)),
+        slot_freed: LocalNotify::new(),
+    };
+    // The pending accept survives loop turns: it is never dropped while it may complete.
+    let mut pending = None;
+    loop {
+        // At the cap, stop accepting (the kernel queues) until a connection ends; no spinning.
+        while spawner.active.get() >= max_connections && !core.shutdown.is_set() {
+            futures_lite::future::or(spawner.slot_freed.notified(), core.shutdown.wait()).await;
+        }
+        let fut = pending.get_or_insert_with(|| Box::pin(listener.accept()));
+        let accepted = futures_lite::future::or(async { Some(fut.as_mut().await) }, async {
+            core.shutdown.wait().await;
+            None
+        })
+        .await;
+        let (stream, peer) = match accepted {
+            None => {
+                if let Some(fut) = pending.take() {
+                    finish_pending_accept(&listener, fut, &spawner).await;
+                }
+                return;
+            }
+            Some(r) => {
+                pending = None;
+                match r {
+                    Ok(a) => a,
+                    Err(e) => {
+                        if matches!(
+                            e.raw_os_error(),
+                            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                        ) {
+                            log::warn!("accept: {e}; backing off {ACCEPT_BACKOFF:?}");
+                            glommio::timer::sleep(ACCEPT_BACKOFF).await;
+                        } else {
+                            log::debug!("accept: {e}");
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        spawner.spawn(stream, peer);
+    }
+}
+
+/// Pill connections tried at shutdown before giving up on a pending accept.
+const MAX_PILLS: usize = 200;
+
+/// Completes an accept that was pending when shutdown began, instead of dropping it: a
+/// dropped io_uring accept that the kernel completes anyway leaves an accepted connection
+/// nobody serves (and, during an upgrade, the listening socket is shared with the new
+/// process, so connections keep arriving). Loopback "pill" connections to the listener wake
+/// it; a real connection it returns is served (told to close), a pill is closed. Pills the
+/// new process accepts are empty connections it closes.
+async fn finish_pending_accept<B: Backend, P: ProxyHttp + 'static, F>(
+    listener: &B::Listener,
+    mut pending: std::pin::Pin<Box<F>>,
+    spawner: &Spawner<B, P>,
+) where
+    F: std::future::Future<Output = io::Result<(B::Stream, SocketAddr)>>,
+{
+    let Ok(addr) = listener.local_addr() else {
+        return;
+    };
+    for _ in 0..MAX_PILLS {
+        let pill = pill_connect(addr);
+        match crate::runtime::timeout(Duration::from_millis(20), pending.as_mut()).await {
+            Ok((stream, peer)) => {
+                let is_pill = pill
+                    .as_ref()
+                    .and_then(|p| p.local_addr().ok())
+                    .and_then(|a| a.as_socket())
+                    == Some(peer);
+                if !is_pill {
+                    spawner.spawn(stream, peer);
+                }
+                return;
+            }
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => continue,
+            Err(_) => return,
+        }
+    }
+    log::warn!("a pending accept on {addr} did not complete at shutdown");
+}
+
+/// Starts a non-blocking loopback connection to `addr`.
+fn pill_connect(addr: SocketAddr) -> Option<socket2::Socket> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM.cloexec(),
+        None,
+    )
+    .ok()?;
+    s.set_nonblocking(true).ok()?;
+    match s.connect(&addr.into()) {
+        Ok(()) => Some(s),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Some(s),
+        Err(_) => None,
     }
 }

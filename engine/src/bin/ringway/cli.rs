@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::Args;
 use ringway::config::{self, parse_duration};
-use ringway::gateway::Gateway;
+use ringway::gateway::{Gateway, GatewayShared};
 use ringway::Server;
 use ringway_bench::load::{self, LoadConfig, Progress};
 use ringway_bench::origin::{self, OriginConfig};
@@ -236,7 +236,8 @@ pub fn demo(a: DemoArgs) -> Result<(), String> {
     );
     let cfg = config::parse(&text, "<demo>").map_err(|e| e.to_string())?;
     let conf = cfg.server.clone();
-    let handle = Server::new(conf, move |_core| Gateway::new(&cfg))
+    let shared = GatewayShared::start(&cfg).map_err(|e| e.to_string())?;
+    let handle = Server::new(conf, move |_core| Gateway::new(&shared))
         .start()
         .map_err(|e| e.to_string())?;
     let addr = handle.local_addrs()[0];

@@ -4,12 +4,11 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use ringway::config;
-use ringway::gateway::Gateway;
-use ringway::Server;
+use ringway::gateway::{Gateway, GatewayShared};
+use ringway::{RunOptions, Server};
 
 mod cli;
 
@@ -28,6 +27,14 @@ enum Command {
         /// The TOML configuration.
         #[arg(long, short)]
         config: PathBuf,
+        /// Offer the listening sockets on this Unix socket to a newer process started with
+        /// `--upgrade` (zero-downtime upgrade); after handing them over, drain and exit.
+        #[arg(long)]
+        upgrade_socket: Option<PathBuf>,
+        /// Take the listening sockets from the process serving `--upgrade-socket` instead of
+        /// binding new ones; it drains once this process accepts.
+        #[arg(long, requires = "upgrade_socket")]
+        upgrade: bool,
     },
     /// Validate a configuration file: exit 0 when valid, 1 with the reason otherwise.
     Check {
@@ -51,7 +58,11 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { config } => serve(&config),
+        Command::Serve {
+            config,
+            upgrade_socket,
+            upgrade,
+        } => serve(&config, upgrade_socket, upgrade),
         Command::Check { config } => match config::load(&config) {
             Ok(c) => {
                 println!(
@@ -83,14 +94,32 @@ fn main() -> ExitCode {
 }
 
 /// The whole pipeline in one place: config -> server conf + per-core gateway -> run.
-fn serve(path: &std::path::Path) -> Result<(), String> {
+fn serve(
+    path: &std::path::Path,
+    upgrade_socket: Option<PathBuf>,
+    upgrade: bool,
+) -> Result<(), String> {
     let cfg = config::load(path).map_err(|e| e.to_string())?;
+    let handover = match (&upgrade_socket, upgrade) {
+        (Some(sock), true) => Some(
+            ringway::listen::handover::receive(sock)
+                .map_err(|e| format!("upgrade: no listeners from {}: {e}", sock.display()))?,
+        ),
+        _ => None,
+    };
     let addrs: Vec<SocketAddr> = cfg.server.listeners.iter().map(|l| l.addr).collect();
     log::info!("serving {} on {:?}", path.display(), addrs);
     let server_conf = cfg.server.clone();
-    let server = Server::new(server_conf, move |_core| Gateway::new(&cfg));
-    server.run().map_err(|e| e.to_string())?;
+    // The control plane (health checks, re-resolution) runs once per process; each core builds
+    // its own gateway from the snapshots it publishes.
+    let shared = GatewayShared::start(&cfg).map_err(|e| format!("starting the gateway: {e}"))?;
+    let server = Server::new(server_conf, move |_core| Gateway::new(&shared));
+    server
+        .run_with(RunOptions {
+            upgrade_socket,
+            handover,
+        })
+        .map_err(|e| e.to_string())?;
     log::info!("shut down cleanly");
-    let _ = Duration::ZERO;
     Ok(())
 }
