@@ -113,3 +113,48 @@ fn panics_cost_only_their_own_requests() {
     gw.shutdown();
     gw.join().unwrap();
 }
+
+/// An application whose failure phase itself panics.
+struct PanickyFailure {
+    dead: SocketAddr,
+    live: SocketAddr,
+}
+
+impl ProxyHttp for PanickyFailure {
+    type Ctx = ();
+
+    fn new_ctx(&self) {}
+
+    async fn upstream_peer(&self, session: &mut Session, _ctx: &mut ()) -> Result<HttpPeer> {
+        let dead = session.req_header().target == "/dead";
+        Ok(HttpPeer::new(if dead { self.dead } else { self.live }))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _s: &mut Session,
+        _p: &HttpPeer,
+        _c: &mut (),
+        _e: Box<ringway::Error>,
+    ) -> Box<ringway::Error> {
+        panic!("fail_to_connect exploded");
+    }
+}
+
+#[test]
+fn a_panic_in_a_failure_phase_is_isolated_too() {
+    let o = origin();
+    let mut conf = ServerConf::single("127.0.0.1:0".parse().unwrap());
+    conf.cpus = ringway::CpuList::List(vec![0]);
+    let (dead, live) = (dead_addr(), o.addr());
+    let gw = Server::new(conf, move |_| PanickyFailure { dead, live })
+        .start()
+        .unwrap();
+    let addr = gw.local_addrs()[0];
+    let (r, closed) = one_shot(addr, "GET", &get("/dead"));
+    assert_eq!(r.map(|r| r.status()), Some(500));
+    assert!(closed);
+    let mut c = Client::connect(addr);
+    assert_eq!(c.request("GET", &get("/ok")).unwrap().status(), 200);
+    assert!(eventually(|| gw.stats().total(|c| c.panics) == 1));
+}

@@ -328,6 +328,7 @@ async fn process_request<B: Backend, P: ProxyHttp>(
             let mut reuse = ftp.can_reuse_downstream && client_keep_alive && body_done;
             if ftp.error_code > 0 && !session.response_started() {
                 session.status = Some(ftp.error_code);
+                // From here the response has started: nothing else may be sent for it.
                 session.downstream_bytes_sent += 1;
                 if !send_status(&mut conn.stream, ftp.error_code, reuse, settings).await {
                     reuse = false;
@@ -365,6 +366,16 @@ fn phase_sync<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     }
 }
 
+/// Runs `fail_to_connect` or `error_while_proxy` under the panic guard. A panic there ends the
+/// request with a non-retryable internal error.
+fn error_phase(f: impl FnOnce(Box<Error>) -> Box<Error>, e: Box<Error>) -> Box<Error> {
+    match guard_sync(|| f(e)) {
+        Ok(e) => e,
+        Err(p) => Error::new(ErrorKind::Panic, Side::Internal)
+            .context(format!("a phase panicked: {}", payload_str(&*p))),
+    }
+}
+
 fn invalid(side: Side, e: HttpError) -> Box<Error> {
     Error::new(ErrorKind::InvalidHttp(e), side)
 }
@@ -382,7 +393,7 @@ async fn proxy_request<B: Backend, P: ProxyHttp>(
     // Framing first: an ambiguous request reaches no phase that could forward it.
     let framing =
         request_framing(session.req_header()).map_err(|e| invalid(Side::Downstream, e))?;
-    *body_slot = Some(ReqBody {
+    let body = body_slot.insert(ReqBody {
         decoder: BodyDecoder::new(&framing),
         complete: matches!(framing, BodyFraming::None | BodyFraming::Length(0)),
         framing,
@@ -391,9 +402,6 @@ async fn proxy_request<B: Backend, P: ProxyHttp>(
         streamed: false,
         read: 0,
     });
-    let Some(body) = body_slot.as_mut() else {
-        return Err(Error::internal("body slot"));
-    };
     if session.req_header().method.is_connect() && !settings.allow_connect {
         return Err(Error::downstream(ErrorKind::MethodNotAllowed));
     }
@@ -467,12 +475,8 @@ async fn proxy_request<B: Backend, P: ProxyHttp>(
                     (s, false)
                 }
                 Err(e) => {
-                    let e = app.fail_to_connect(
-                        session,
-                        &peer,
-                        ctx,
-                        Error::connect(e).context("connecting upstream"),
-                    );
+                    let e = Error::connect(e).context("connecting upstream");
+                    let e = error_phase(|e| app.fail_to_connect(session, &peer, ctx, e), e);
                     if e.retry_allowed(false) && session.retries < max_retries && body.replayable()
                     {
                         session.retries += 1;
@@ -518,7 +522,7 @@ async fn proxy_request<B: Backend, P: ProxyHttp>(
                 } else {
                     e
                 };
-                let e = app.error_while_proxy(&peer, session, e, ctx, reused);
+                let e = error_phase(|e| app.error_while_proxy(&peer, session, e, ctx, reused), e);
                 if e.retry_allowed(reused)
                     && session.retries < max_retries
                     && !session.response_started()
