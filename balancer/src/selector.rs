@@ -277,6 +277,21 @@ impl Selector {
     /// cycle restarts from zero (as nginx's does on reload) so its exact-window guarantee holds
     /// again from the next pick; round-robin and PRNG state carry on.
     pub fn update(&mut self, set: Arc<BackendSet>) {
+        // Active health brought these back: their passive ejection on this core ends too,
+        // instead of lasting until the next fail_timeout trial.
+        let came_back: Vec<SocketAddr> = if self.set.health().up_count() == self.set.len() {
+            Vec::new()
+        } else {
+            let was_down: std::collections::HashSet<SocketAddr> = (0..self.set.len())
+                .filter(|&i| !self.set.health().is_up(i))
+                .filter_map(|i| self.set.get(i).map(|b| b.addr))
+                .collect();
+            (0..set.len())
+                .filter(|&j| set.health().is_up(j))
+                .filter_map(|j| set.get(j).map(|b| b.addr))
+                .filter(|a| was_down.contains(a))
+                .collect()
+        };
         if !self.set.same_backends(&set) {
             let old: HashMap<SocketAddr, usize> = self
                 .set
@@ -300,6 +315,11 @@ impl Selector {
             self.generation += 1;
         }
         self.set = set;
+        for addr in came_back {
+            if let Some(j) = self.set.index_of(addr) {
+                self.with_passive(j, |p| *p = PassiveState::default());
+            }
+        }
         self.refresh_tables();
     }
 

@@ -531,3 +531,38 @@ fn retry_after_an_update_still_skips_the_tried_backend() {
         assert!(!tried.contains(sel.backend(p).unwrap().addr));
     }
 }
+
+#[test]
+fn active_health_recovery_ends_passive_ejection_on_this_core() {
+    let t0 = Instant::now();
+    let set = set_of(&[1, 1]);
+    let mut sel = Selector::with_seed(Arc::clone(&set), Algorithm::RoundRobin, 1)
+        .with_passive_health(PassiveHealth {
+            max_fails: 1,
+            fail_timeout: Duration::from_secs(60),
+        });
+    // 1. Backend 1 fails once on this core: passively ejected for a minute.
+    let a = sel.on_start(1);
+    sel.on_finish(
+        a,
+        Outcome::failure(FailureKind::Connect, Duration::from_millis(1)),
+        t0,
+    );
+    assert!(sel.is_ejected(1, t0));
+    // 2. Active checks mark it down, then up again.
+    sel.update(Arc::new(
+        set.with_health(Health::from_flags(vec![true, false]))
+            .unwrap(),
+    ));
+    assert!(sel.is_ejected(1, t0), "going down does not end an ejection");
+    sel.update(Arc::new(
+        set.with_health(Health::from_flags(vec![true, true]))
+            .unwrap(),
+    ));
+    // 3. The recovery the control plane saw ends this core's ejection at once.
+    assert!(!sel.is_ejected(1, t0));
+    let picks: Vec<_> = (0..4)
+        .filter_map(|_| sel.pick(None, t0, &NoExclude))
+        .collect();
+    assert!(picks.contains(&1), "{picks:?}");
+}
