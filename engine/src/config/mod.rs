@@ -111,6 +111,7 @@ struct RawServer {
     pool_max_idle_per_peer: Option<usize>,
     pool_idle_timeout: Option<Spanned<String>>,
     panic_hook: Option<Spanned<String>>,
+    admin: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -361,6 +362,9 @@ impl Validator<'_> {
                     ))
                 }
             };
+        }
+        if let Some(a) = &raw.server.admin {
+            server.admin = Some(self.addr(a, "server.admin")?);
         }
         let base_http = self.http(&raw.http, &HttpSettings::default(), "http")?;
         if raw.listeners.is_empty() {

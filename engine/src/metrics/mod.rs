@@ -1,6 +1,8 @@
 //! Per-core counters and a latency histogram, written only by their core, published as
 //! snapshots off the request path (the core's tick) and merged when read.
 
+pub mod admin;
+
 use std::cell::{Cell, RefCell};
 
 use hdrhistogram::Histogram;

@@ -81,6 +81,8 @@ pub struct ServerConf {
     pub pool_idle_timeout: Duration,
     /// What the panic hook does with caught phase panics. By default quiet.
     pub panic_hook: PanicHookMode,
+    /// Address of the admin endpoint (`/metrics`, `/healthz`). By default none.
+    pub admin: Option<SocketAddr>,
 }
 
 impl Default for ServerConf {
@@ -93,6 +95,7 @@ impl Default for ServerConf {
             pool_max_idle_per_peer: DEFAULT_MAX_IDLE_PER_PEER,
             pool_idle_timeout: DEFAULT_IDLE_TIMEOUT,
             panic_hook: PanicHookMode::Quiet,
+            admin: None,
         }
     }
 }
@@ -155,6 +158,19 @@ struct Shared {
     force: AtomicBool,
     running: AtomicUsize,
     stats: Vec<Mutex<CoreStats>>,
+}
+
+impl Shared {
+    /// Every core's last published counters.
+    fn stats(&self) -> ServerStats {
+        ServerStats {
+            cores: self
+                .stats
+                .iter()
+                .map(|m| m.lock().map(|s| s.clone()).unwrap_or_default())
+                .collect(),
+        }
+    }
 }
 
 /// A proxy server: a configuration and a per-core application factory.
@@ -287,6 +303,16 @@ where
                 })
                 .collect(),
         });
+        let admin = match self.conf.admin {
+            Some(addr) => {
+                let shared = Arc::clone(&shared);
+                let server =
+                    crate::metrics::admin::AdminServer::start(addr, move || shared.stats())
+                        .map_err(|source| ServerError::Bind { addr, source })?;
+                Some(server)
+            }
+            None => None,
+        };
         let mut threads = Vec::new();
         for (slot, (&cpu, listeners)) in cpus.iter().zip(per_core_send).enumerate() {
             let factory = Arc::clone(&self.factory);
@@ -320,6 +346,7 @@ where
             shared,
             threads,
             grace: self.conf.grace_period,
+            admin,
             listen_fds: Mutex::new(listen_fds),
         })
     }
@@ -482,12 +509,21 @@ pub struct ServerHandle {
     shared: Arc<Shared>,
     threads: Vec<glommio::ExecutorJoinHandle<Result<(), ServerError>>>,
     grace: Duration,
+    /// The admin endpoint, while the server runs.
+    admin: Option<crate::metrics::admin::AdminServer>,
     /// Duplicates of every listening socket, for a handover to a newer process; closed when
     /// shutdown begins, so the kernel stops queueing connections nobody will accept.
     listen_fds: Mutex<Vec<(SocketAddr, OwnedFd)>>,
 }
 
 impl ServerHandle {
+    /// The admin endpoint's bound address, when one is configured.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
+            .as_ref()
+            .map(crate::metrics::admin::AdminServer::addr)
+    }
+
     /// The bound address of each listener, in configuration order.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.addrs
@@ -504,14 +540,7 @@ impl ServerHandle {
 
     /// Every core's counters as last published (at most one tick old).
     pub fn stats(&self) -> ServerStats {
-        ServerStats {
-            cores: self
-                .shared
-                .stats
-                .iter()
-                .map(|m| m.lock().map(|s| s.clone()).unwrap_or_default())
-                .collect(),
-        }
+        self.shared.stats()
     }
 
     /// Waits for every core to finish.

@@ -1,0 +1,48 @@
+//! The admin endpoint over real sockets: per-core counters merged on scrape.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+
+use ringway_tests::*;
+
+fn scrape(addr: std::net::SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn metrics_count_requests_and_responses_per_core() {
+    let o = origin();
+    let text = gateway_config(&[o.addr()], "")
+        .replace("[server]\n", "[server]\nadmin = \"127.0.0.1:0\"\n");
+    let gw = gateway(&text);
+    let admin = gw.admin_addr().expect("admin endpoint configured");
+    let mut c = Client::connect(gw.local_addrs()[0]);
+    for _ in 0..7 {
+        assert_eq!(c.request("GET", &get("/")).unwrap().status(), 200);
+    }
+    assert_eq!(c.request("GET", &get("/status/503")).unwrap().status(), 503);
+    assert!(
+        eventually(|| scrape(admin).contains("ringway_requests_total{core=\"0\"} 8")),
+        "{}",
+        scrape(admin)
+    );
+    let m = scrape(admin);
+    assert!(
+        m.contains("ringway_responses_total{core=\"0\",class=\"2xx\"} 7"),
+        "{m}"
+    );
+    assert!(
+        m.contains("ringway_responses_total{core=\"0\",class=\"5xx\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("ringway_upstream_connects_total{core=\"0\"} 1"),
+        "{m}"
+    );
+}
