@@ -173,3 +173,48 @@ fn serve_proxies_through_the_binary() {
         assert_eq!(c.request("GET", &get("/")).unwrap().status(), 200);
     }
 }
+
+#[test]
+fn origin_and_load_subcommands_run_pinned() {
+    let addr = free_port();
+    let _origin = Proc(
+        Command::new(BIN)
+            .args([
+                "origin",
+                "--listen",
+                &addr.to_string(),
+                "--cpus",
+                "0",
+                "--body-size",
+                "100",
+            ])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_listening(addr);
+    let out = Command::new(BIN)
+        .args([
+            "load",
+            &format!("http://{addr}/"),
+            "-c",
+            "4",
+            "--cpus",
+            "0",
+            "--requests",
+            "200",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        json.contains("\"requests\":200") || json.contains("\"requests\": 200"),
+        "{json}"
+    );
+}

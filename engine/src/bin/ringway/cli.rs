@@ -17,8 +17,17 @@ fn duration_arg(s: &str) -> Result<Duration, String> {
     parse_duration(s)
 }
 
+/// A CPU list argument: `0,1`, `2-5` or a mix (`0,2-3`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cpus(pub Vec<usize>);
+
+/// Parses a [`Cpus`] argument (one value, so clap does not treat it as a list of arguments).
+fn cpus_arg(s: &str) -> Result<Cpus, String> {
+    cpu_list(s).map(Cpus)
+}
+
 /// Parses `0,1`, `2-5` or a mix (`0,2-3`).
-fn cpus_arg(s: &str) -> Result<Vec<usize>, String> {
+fn cpu_list(s: &str) -> Result<Vec<usize>, String> {
     let mut out = Vec::new();
     for part in s.split(',').filter(|p| !p.is_empty()) {
         let bad = || format!("\"{part}\" is not a cpu number or range");
@@ -66,14 +75,14 @@ pub struct OriginArgs {
     chunked: bool,
     /// CPUs to pin one executor each to (`1`, `0,1`, `2-3`); default one unpinned executor.
     #[arg(long, value_parser = cpus_arg)]
-    cpus: Option<Vec<usize>>,
+    cpus: Option<Cpus>,
 }
 
 /// Runs the origin until SIGINT/SIGTERM.
 pub fn origin(a: OriginArgs) -> Result<(), String> {
     let handle = origin::start(OriginConfig {
         listen: a.listen,
-        cpus: a.cpus.unwrap_or_default(),
+        cpus: a.cpus.map(|c| c.0).unwrap_or_default(),
         body_size: a.body_size,
         delay: a.delay,
         chunked: a.chunked,
@@ -105,7 +114,7 @@ pub struct LoadArgs {
     warmup: Duration,
     /// CPUs to pin one load executor each to.
     #[arg(long, value_parser = cpus_arg)]
-    cpus: Option<Vec<usize>>,
+    cpus: Option<Cpus>,
     /// Open loop at this many requests per second (latency from intended send times).
     #[arg(long)]
     rate: Option<f64>,
@@ -180,7 +189,7 @@ pub fn load(a: LoadArgs) -> Result<(), String> {
         connections: a.connections,
         duration: a.duration,
         warmup: a.warmup,
-        cpus: a.cpus.unwrap_or_default(),
+        cpus: a.cpus.map(|c| c.0).unwrap_or_default(),
         rate: a.rate,
         close: a.close,
         method: a.method,
@@ -302,9 +311,9 @@ mod tests {
 
     #[test]
     fn cpu_lists() {
-        assert_eq!(cpus_arg("0,1"), Ok(vec![0, 1]));
-        assert_eq!(cpus_arg("2-4"), Ok(vec![2, 3, 4]));
-        assert_eq!(cpus_arg("0,2-3"), Ok(vec![0, 2, 3]));
+        assert_eq!(cpus_arg("0,1"), Ok(Cpus(vec![0, 1])));
+        assert_eq!(cpu_list("2-4"), Ok(vec![2, 3, 4]));
+        assert_eq!(cpu_list("0,2-3"), Ok(vec![0, 2, 3]));
         assert!(cpus_arg("a").is_err());
         assert!(cpus_arg("3-1").is_err());
     }
