@@ -3,9 +3,10 @@
 //! (`ringway_protocols::l4`). The `ringway` binary's `load` and `origin` subcommands are thin
 //! wrappers over [`load::run`] and [`origin::start`].
 
+mod fnv;
 mod framing;
 pub mod load;
 pub mod origin;
 mod runtime;
 
-pub use framing::{fnv1a64, FramingError};
+pub use fnv::fnv1a64;

@@ -1,6 +1,6 @@
 //! Error classification against misbehaving origins written here with std::net: a refused port,
-//! an origin that closes without answering, one that never answers, one that answers garbage,
-//! and error statuses. Every failed request is counted once, by kind, and the run goes on.
+//! an origin that closes without answering, one that never answers, one that answers garbage or
+//! badly framed bodies, and error statuses. Every failed request is counted once, by kind, and the run goes on.
 
 // Test helpers outside #[test] functions unwrap too: a failure is a test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -100,6 +100,32 @@ fn garbage_responses_count_parse_errors() {
             ..ErrorCounts::default()
         }
     );
+}
+
+#[test]
+fn badly_framed_chunked_bodies_count_parse_errors() {
+    // Data longer than its chunk-size, then a chunk-size line ended by a bare LF: both are
+    // refused by the codec's strict chunked decoder (RFC 9112 section 7.1).
+    for body in [&b"5\r\nhelloX\r\n0\r\n\r\n"[..], b"5\nhello\r\n0\r\n\r\n"] {
+        let server = TestServer::start(move |mut s, _| {
+            let mut buf = Vec::new();
+            while read_request_head(&mut s, &mut buf).is_some() {
+                let head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n";
+                if s.write_all(&[&head[..], body].concat()).is_err() {
+                    break;
+                }
+            }
+        });
+        let report = load::run(&bounded(server.url("/"), 10), None).unwrap();
+        assert_eq!(
+            report.errors,
+            ErrorCounts {
+                parse: 10,
+                ..ErrorCounts::default()
+            },
+            "{body:?}"
+        );
+    }
 }
 
 #[test]

@@ -98,6 +98,27 @@ fn sink_reports_length_and_hash_for_both_framings() {
     );
 }
 
+#[test]
+fn badly_framed_chunked_request_closes_without_an_answer() {
+    let o = default_origin();
+    // 1. The chunk is longer than its size line says; 2. a size line ends with a bare LF;
+    // 3. a chunk extension holds a space inside its name. Each is refused (RFC 9112 section
+    // 7.1), the connection closes, and the next connection is served as usual.
+    for body in [
+        &b"5\r\nhelloX\r\n0\r\n\r\n"[..],
+        b"5\nhello\r\n0\r\n\r\n",
+        b"5;a b\r\nhello\r\n0\r\n\r\n",
+    ] {
+        for path in ["/sink", "/echo"] {
+            let mut s = connect(o.addr());
+            let head = format!("POST {path} HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n");
+            s.write_all(&[head.as_bytes(), body].concat()).unwrap();
+            assert!(is_closed(&mut s), "{path} {body:?}");
+        }
+    }
+    assert_eq!(exchange(o.addr(), b"GET / HTTP/1.1\r\n\r\n").status, 200);
+}
+
 fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
 }

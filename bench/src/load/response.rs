@@ -1,11 +1,12 @@
 //! Reading one response on the load generator's side: the head parsed with httparse straight
-//! from the transport's buffer when it arrives whole, the body skipped by Content-Length,
-//! chunked framing or connection close, without copying it.
+//! from the transport's buffer when it arrives whole, the body skipped without copying it,
+//! whatever its framing, by the codec's `BodyDecoder`.
 
+use ringway_protocols::http::v1::{BodyDecoder, BodyFraming};
 use ringway_protocols::l4::Stream;
 
 use super::ErrorKind;
-use crate::framing::{has_token, is_chunked, parse_content_length, BodyDecoder, Framing};
+use crate::framing::{decode_body, has_token, is_chunked, parse_content_length};
 
 /// Headers parsed in the fast path; a response with more is re-parsed with [`MAX_HEADERS`].
 const FAST_HEADERS: usize = 32;
@@ -21,7 +22,7 @@ const MAX_HEAD_BYTES: usize = 64 * 1024;
 pub(crate) struct ResponseHead {
     pub(crate) len: usize,
     pub(crate) status: u16,
-    pub(crate) framing: Framing,
+    pub(crate) framing: BodyFraming,
     /// The connection cannot carry another request.
     pub(crate) close: bool,
     /// A 1xx interim response (other than 101): the final one follows.
@@ -90,15 +91,15 @@ fn finish_head(
     // RFC 9112 section 6.3: no body after HEAD, 1xx, 204 and 304; Transfer-Encoding overrides
     // Content-Length; otherwise a response without either runs until the connection closes.
     let framing = if head_method || interim || code == 204 || code == 304 {
-        Framing::Empty
+        BodyFraming::None
     } else {
         match (te, content_length) {
-            (Some(true), _) => Framing::Chunked,
-            (Some(false), _) | (None, None) => Framing::Eof,
-            (None, Some(n)) => Framing::Length(n),
+            (Some(true), _) => BodyFraming::Chunked,
+            (Some(false), _) | (None, None) => BodyFraming::CloseDelimited,
+            (None, Some(n)) => BodyFraming::Length(n),
         }
     };
-    if framing == Framing::Eof || code == 101 {
+    if framing == BodyFraming::CloseDelimited || code == 101 {
         close = true;
     }
     Ok(Some(ResponseHead {
@@ -153,9 +154,8 @@ impl ResponseReader {
                         self.acc.drain(..head.len);
                         continue;
                     }
-                    let mut dec = BodyDecoder::new(head.framing);
-                    let n = dec
-                        .feed(&self.acc[head.len..], &mut |_| {})
+                    let mut dec = BodyDecoder::new(&head.framing);
+                    let n = decode_body(&mut dec, &self.acc[head.len..], |_| Ok(()))
                         .map_err(|_| ErrorKind::Parse)?;
                     let used = head.len + n;
                     if used >= self.acc.len() {
@@ -175,9 +175,8 @@ impl ResponseReader {
                 // The common case: a whole head in one read, parsed where it landed.
                 match parse_response_head(&buf, head_method).map_err(|()| ErrorKind::Parse)? {
                     Some(head) if !head.interim => {
-                        let mut dec = BodyDecoder::new(head.framing);
-                        let n = dec
-                            .feed(&buf[head.len..], &mut |_| {})
+                        let mut dec = BodyDecoder::new(&head.framing);
+                        let n = decode_body(&mut dec, &buf[head.len..], |_| Ok(()))
                             .map_err(|_| ErrorKind::Parse)?;
                         let used = head.len + n;
                         if used < buf.len() {
@@ -196,13 +195,14 @@ impl ResponseReader {
             match stream.read().await {
                 Ok(Some(buf)) => {
                     bytes += buf.len() as u64;
-                    let n = dec.feed(&buf, &mut |_| {}).map_err(|_| ErrorKind::Parse)?;
+                    let n =
+                        decode_body(&mut dec, &buf, |_| Ok(())).map_err(|_| ErrorKind::Parse)?;
                     if n < buf.len() {
                         self.acc.extend_from_slice(&buf[n..]);
                     }
                 }
                 Ok(None) => {
-                    dec.eof().map_err(|_| ErrorKind::Read)?;
+                    dec.on_eof().map_err(|_| ErrorKind::Read)?;
                     close = true;
                 }
                 Err(_) => return Err(ErrorKind::Read),
@@ -222,55 +222,61 @@ mod tests {
 
     #[test]
     fn heads_and_framing() {
-        let cases: &[(&[u8], bool, u16, Framing, bool)] = &[
+        let cases: &[(&[u8], bool, u16, BodyFraming, bool)] = &[
             (
                 b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n",
                 false,
                 200,
-                Framing::Length(13),
+                BodyFraming::Length(13),
                 false,
             ),
             (
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
                 false,
                 200,
-                Framing::Chunked,
+                BodyFraming::Chunked,
                 false,
             ),
-            (b"HTTP/1.1 200 OK\r\n\r\n", false, 200, Framing::Eof, true),
+            (
+                b"HTTP/1.1 200 OK\r\n\r\n",
+                false,
+                200,
+                BodyFraming::CloseDelimited,
+                true,
+            ),
             (
                 b"HTTP/1.1 204 No Content\r\n\r\n",
                 false,
                 204,
-                Framing::Empty,
+                BodyFraming::None,
                 false,
             ),
             (
                 b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n",
                 true,
                 200,
-                Framing::Empty,
+                BodyFraming::None,
                 false,
             ),
             (
                 b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n",
                 false,
                 200,
-                Framing::Length(1),
+                BodyFraming::Length(1),
                 true,
             ),
             (
                 b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive\r\n\r\n",
                 false,
                 200,
-                Framing::Length(1),
+                BodyFraming::Length(1),
                 false,
             ),
             (
                 b"HTTP/1.1 500 X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                 false,
                 500,
-                Framing::Length(0),
+                BodyFraming::Length(0),
                 true,
             ),
         ];
@@ -306,6 +312,6 @@ mod tests {
         }
         head.extend_from_slice(b"Content-Length: 2\r\n\r\n");
         let h = parse_response_head(&head, false).unwrap().unwrap();
-        assert_eq!(h.framing, Framing::Length(2));
+        assert_eq!(h.framing, BodyFraming::Length(2));
     }
 }

@@ -8,11 +8,15 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ringway_protocols::http::v1::{
+    canonical_reason, BodyDecoder, BodyEncoder, BodyFraming, HttpError,
+};
 use ringway_protocols::l4::{Stream, READ_BUF_SIZE};
 
 use super::request::{parse_request_head, RequestError, RequestHead, Route, MAX_HEAD_BYTES};
 use super::Shared;
-use crate::framing::{push_hex, push_hex16, push_u64, BodyDecoder, Fnv1a64, Framing, FramingError};
+use crate::fnv::{push_hex16, Fnv1a64};
+use crate::framing::{decode_body, push_u64};
 
 /// Pending response bytes past which the connection writes before parsing further.
 const FLUSH_AT: usize = 64 * 1024;
@@ -54,7 +58,7 @@ impl CoreCtx {
         }
         fast_prefix.extend_from_slice(b"X-Origin-Conn: ");
         let mut fast_suffix = b"\r\n\r\n".to_vec();
-        push_framed_body(&mut fast_suffix, &body, chunked);
+        push_body(&mut fast_suffix, &body, chunked);
         CoreCtx {
             body,
             chunked,
@@ -67,57 +71,17 @@ impl CoreCtx {
     }
 }
 
-/// Appends `body` framed as the origin sends it: raw, or as one chunk plus the last chunk.
-fn push_framed_body(out: &mut Vec<u8>, body: &[u8], chunked: bool) {
-    if chunked {
-        if !body.is_empty() {
-            push_hex(out, body.len() as u64);
-            out.extend_from_slice(b"\r\n");
-            out.extend_from_slice(body);
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(b"0\r\n\r\n");
+/// Appends `body` framed as the origin sends it: as is under its Content-Length, or as one
+/// chunk and the last chunk.
+fn push_body(out: &mut Vec<u8>, body: &[u8], chunked: bool) {
+    let framing = if chunked {
+        BodyFraming::Chunked
     } else {
-        out.extend_from_slice(body);
-    }
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        100 => "Continue",
-        200 => "OK",
-        201 => "Created",
-        202 => "Accepted",
-        204 => "No Content",
-        206 => "Partial Content",
-        301 => "Moved Permanently",
-        302 => "Found",
-        304 => "Not Modified",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        408 => "Request Timeout",
-        429 => "Too Many Requests",
-        431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
-        501 => "Not Implemented",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        504 => "Gateway Timeout",
-        _ => "Status",
-    }
-}
-
-/// How a response body is framed on the wire.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Out {
-    /// No body and no framing header (204, 304).
-    Bare,
-    /// `Content-Length: n`.
-    Length(u64),
-    /// `Transfer-Encoding: chunked`.
-    Chunked,
+        BodyFraming::Length(body.len() as u64)
+    };
+    let mut encoder = BodyEncoder::new(&framing);
+    let framed = encoder.encode(body, out).and_then(|()| encoder.finish(out));
+    debug_assert!(framed.is_ok(), "the framing was chosen for this body");
 }
 
 /// Why a connection ended abnormally (logged at debug level only).
@@ -125,15 +89,15 @@ enum Out {
 pub(crate) enum ConnError {
     /// A socket error.
     Io(io::Error),
-    /// A request body could not be decoded.
-    Framing(FramingError),
+    /// A request body was badly framed or cut short.
+    Body(HttpError),
 }
 
 impl std::fmt::Display for ConnError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ConnError::Io(e) => write!(f, "socket error: {e}"),
-            ConnError::Framing(e) => write!(f, "request body: {e}"),
+            ConnError::Body(e) => write!(f, "request body: {e}"),
         }
     }
 }
@@ -144,9 +108,9 @@ impl From<io::Error> for ConnError {
     }
 }
 
-impl From<FramingError> for ConnError {
-    fn from(e: FramingError) -> Self {
-        ConnError::Framing(e)
+impl From<HttpError> for ConnError {
+    fn from(e: HttpError) -> Self {
+        ConnError::Body(e)
     }
 }
 
@@ -207,7 +171,7 @@ impl<S: Stream> Conn<S> {
                         400
                     };
                     let seq = self.seq;
-                    self.push_head(status, seq, Out::Length(0), true, None, false);
+                    self.push_head(status, seq, BodyFraming::Length(0), true, None, false);
                     self.flush().await?;
                     return Ok(());
                 }
@@ -261,7 +225,7 @@ impl<S: Stream> Conn<S> {
 
         // The common case, prepared once per executor: GET / on a kept-alive HTTP/1.1 connection.
         if head.route == Route::Fixed
-            && head.framing == Framing::Empty
+            && head.framing == BodyFraming::None
             && !head.head_method
             && !close
             && !head.http10
@@ -285,7 +249,7 @@ impl<S: Stream> Conn<S> {
             return Ok(!close);
         }
 
-        let body_stats = if head.framing == Framing::Empty {
+        let body_stats = if head.framing == BodyFraming::None {
             None
         } else {
             Some(self.consume_body(head.framing).await?)
@@ -301,15 +265,15 @@ impl<S: Stream> Conn<S> {
         };
         let no_body = status == 204 || status == 304;
         let framing = if no_body {
-            Out::Bare
+            BodyFraming::None
         } else if ctx.chunked {
-            Out::Chunked
+            BodyFraming::Chunked
         } else {
-            Out::Length(body.len() as u64)
+            BodyFraming::Length(body.len() as u64)
         };
         self.push_head(status, seq, framing, close, body_stats, keep_alive_10);
         if !no_body && !head.head_method {
-            push_framed_body(&mut self.out, body, ctx.chunked);
+            push_body(&mut self.out, body, ctx.chunked);
         }
         Ok(!close)
     }
@@ -321,21 +285,21 @@ impl<S: Stream> Conn<S> {
     }
 
     /// Reads and hashes a request body; returns its length and FNV-1a hash.
-    async fn consume_body(&mut self, framing: Framing) -> Result<(u64, u64), ConnError> {
-        let mut dec = BodyDecoder::new(framing);
+    async fn consume_body(&mut self, framing: BodyFraming) -> Result<(u64, u64), ConnError> {
+        let mut dec = BodyDecoder::new(&framing);
         let mut hash = Fnv1a64::new();
         let mut len = 0u64;
         loop {
-            let n = dec.feed(&self.inbuf[self.pos..], &mut |d: &[u8]| {
+            self.pos += decode_body(&mut dec, &self.inbuf[self.pos..], |d| {
                 len += d.len() as u64;
                 hash.update(d);
+                Ok(())
             })?;
-            self.pos += n;
             if dec.is_done() {
                 return Ok((len, hash.finish()));
             }
             if !self.fill().await? {
-                return Err(FramingError::Truncated.into());
+                return Err(HttpError::TruncatedBody.into());
             }
         }
     }
@@ -343,34 +307,24 @@ impl<S: Stream> Conn<S> {
     /// Streams the request body back: with its Content-Length, or chunked when it was chunked.
     async fn echo(
         &mut self,
-        framing: Framing,
+        framing: BodyFraming,
         close: bool,
         keep_alive_10: bool,
     ) -> Result<(), ConnError> {
         let seq = self.seq;
-        let chunked = framing == Framing::Chunked;
         let out_framing = match framing {
-            Framing::Length(n) => Out::Length(n),
-            Framing::Chunked | Framing::Eof => Out::Chunked,
-            Framing::Empty => Out::Length(0),
+            BodyFraming::None => BodyFraming::Length(0),
+            BodyFraming::Length(n) => BodyFraming::Length(n),
+            BodyFraming::Chunked | BodyFraming::CloseDelimited => BodyFraming::Chunked,
         };
         self.push_head(200, seq, out_framing, close, None, keep_alive_10);
-        let mut dec = BodyDecoder::new(framing);
+        let mut dec = BodyDecoder::new(&framing);
+        let mut enc = BodyEncoder::new(&out_framing);
         loop {
             let Conn {
                 inbuf, pos, out, ..
             } = &mut *self;
-            let n = dec.feed(&inbuf[*pos..], &mut |d: &[u8]| {
-                if chunked {
-                    push_hex(out, d.len() as u64);
-                    out.extend_from_slice(b"\r\n");
-                    out.extend_from_slice(d);
-                    out.extend_from_slice(b"\r\n");
-                } else {
-                    out.extend_from_slice(d);
-                }
-            })?;
-            *pos += n;
+            *pos += decode_body(&mut dec, &inbuf[*pos..], |d| enc.encode(d, out))?;
             if dec.is_done() {
                 break;
             }
@@ -378,12 +332,10 @@ impl<S: Stream> Conn<S> {
                 self.flush().await?;
             }
             if !self.fill().await? {
-                return Err(FramingError::Truncated.into());
+                return Err(HttpError::TruncatedBody.into());
             }
         }
-        if chunked {
-            self.out.extend_from_slice(b"0\r\n\r\n");
-        }
+        enc.finish(&mut self.out)?;
         Ok(())
     }
 
@@ -391,7 +343,7 @@ impl<S: Stream> Conn<S> {
         &mut self,
         status: u16,
         seq: u64,
-        framing: Out,
+        framing: BodyFraming,
         close: bool,
         body_stats: Option<(u64, u64)>,
         keep_alive_10: bool,
@@ -400,16 +352,17 @@ impl<S: Stream> Conn<S> {
         out.extend_from_slice(b"HTTP/1.1 ");
         push_u64(out, u64::from(status));
         out.push(b' ');
-        out.extend_from_slice(reason(status).as_bytes());
+        out.extend_from_slice(canonical_reason(status).unwrap_or("Status").as_bytes());
         out.extend_from_slice(b"\r\n");
         match framing {
-            Out::Bare => {}
-            Out::Length(n) => {
+            // 204 and 304: no body and no framing field
+            BodyFraming::None | BodyFraming::CloseDelimited => {}
+            BodyFraming::Length(n) => {
                 out.extend_from_slice(b"Content-Length: ");
                 push_u64(out, n);
                 out.extend_from_slice(b"\r\n");
             }
-            Out::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+            BodyFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         }
         out.extend_from_slice(b"X-Origin-Conn: ");
         push_u64(out, seq);

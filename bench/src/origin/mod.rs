@@ -43,7 +43,7 @@ use ringway_protocols::l4::glommio::GlommioBackend;
 use ringway_protocols::l4::{Backend, Listener};
 use socket2::{Domain, Socket, Type};
 
-pub use crate::framing::fnv1a64;
+pub use crate::fnv::fnv1a64;
 use crate::runtime::{placements, spawn_executor, StopSignal};
 use conn::{Conn, CoreCtx};
 

@@ -1,7 +1,9 @@
 //! Request heads as the benchmark origin needs them: the route, the body framing and whether
 //! the connection stays open, parsed with httparse from the connection's buffer.
 
-use crate::framing::{has_token, is_chunked, parse_content_length, Framing};
+use ringway_protocols::http::v1::BodyFraming;
+
+use crate::framing::{has_token, is_chunked, parse_content_length};
 
 /// Most headers a request may carry.
 pub(crate) const MAX_HEADERS: usize = 64;
@@ -49,7 +51,7 @@ pub(crate) struct RequestHead {
     /// The route its path selects.
     pub(crate) route: Route,
     /// How its body is framed.
-    pub(crate) framing: Framing,
+    pub(crate) framing: BodyFraming,
     /// HTTP/1.0 (answer with `Connection: keep-alive` when it asked for it).
     pub(crate) http10: bool,
     /// The connection closes after the response.
@@ -125,11 +127,11 @@ pub(crate) fn parse_request_head(buf: &[u8]) -> Result<Option<RequestHead>, Requ
         if !chunked {
             return Err(RequestError::UnsupportedTransferEncoding);
         }
-        Framing::Chunked
+        BodyFraming::Chunked
     } else {
         match content_length {
-            Some(0) | None => Framing::Empty,
-            Some(n) => Framing::Length(n),
+            Some(0) | None => BodyFraming::None,
+            Some(n) => BodyFraming::Length(n),
         }
     };
     Ok(Some(RequestHead {
@@ -139,7 +141,7 @@ pub(crate) fn parse_request_head(buf: &[u8]) -> Result<Option<RequestHead>, Requ
         framing,
         http10,
         close,
-        expect_continue: expect_continue && framing != Framing::Empty,
+        expect_continue: expect_continue && framing != BodyFraming::None,
     }))
 }
 
@@ -149,53 +151,53 @@ mod tests {
 
     #[test]
     fn routes_and_framing() {
-        let cases: &[(&[u8], Route, Framing, bool)] = &[
+        let cases: &[(&[u8], Route, BodyFraming, bool)] = &[
             (
                 b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
                 Route::Fixed,
-                Framing::Empty,
+                BodyFraming::None,
                 false,
             ),
             (
                 b"GET /status/503?x=1 HTTP/1.1\r\n\r\n",
                 Route::Status(503),
-                Framing::Empty,
+                BodyFraming::None,
                 false,
             ),
             (
                 b"GET /status/99 HTTP/1.1\r\n\r\n",
                 Route::Fixed,
-                Framing::Empty,
+                BodyFraming::None,
                 false,
             ),
             (
                 b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
                 Route::Echo,
-                Framing::Length(5),
+                BodyFraming::Length(5),
                 false,
             ),
             (
                 b"POST /sink HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
                 Route::Sink,
-                Framing::Chunked,
+                BodyFraming::Chunked,
                 false,
             ),
             (
                 b"GET /headers HTTP/1.0\r\n\r\n",
                 Route::Headers,
-                Framing::Empty,
+                BodyFraming::None,
                 true,
             ),
             (
                 b"GET /x HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
                 Route::Fixed,
-                Framing::Empty,
+                BodyFraming::None,
                 false,
             ),
             (
                 b"GET /close HTTP/1.1\r\nConnection: close\r\n\r\n",
                 Route::Close,
-                Framing::Empty,
+                BodyFraming::None,
                 true,
             ),
         ];
