@@ -35,7 +35,9 @@ pub use proxy::{
     Error, ErrorKind, FailToProxy, HttpSettings, ProxyHttp, Result, Retry, Session, Side,
 };
 pub use runtime::{CoreId, CpuList};
-pub use server::{ListenerConf, RunOptions, Server, ServerConf, ServerError, ServerHandle};
+pub use server::{
+    IoBackend, ListenerConf, RunOptions, Server, ServerConf, ServerError, ServerHandle,
+};
 pub use upstream::HttpPeer;
 
 /// The HTTP/1.1 types phases work with, re-exported from `ringway-protocols`.

@@ -48,9 +48,51 @@ pub fn gateway_config(peers: &[SocketAddr], extra: &str) -> String {
     )
 }
 
-/// Starts the built-in gateway from configuration text.
+thread_local! {
+    static BACKEND: std::cell::Cell<&'static str> = const { std::cell::Cell::new("auto") };
+}
+
+/// The transport backends every end-to-end case runs on.
+pub const BACKENDS: [&str; 2] = ["glommio", "uring"];
+
+/// Runs `case` once per transport backend: gateways started meanwhile on this thread use it
+/// (`[server] io`), and so do servers built with [`server_conf`].
+pub fn for_each_backend(case: impl Fn()) {
+    for b in BACKENDS {
+        eprintln!("--- backend: {b}");
+        BACKEND.with(|c| c.set(b));
+        case();
+    }
+    BACKEND.with(|c| c.set("auto"));
+}
+
+/// The backend of the case running on this thread.
+pub fn io_backend() -> ringway::IoBackend {
+    match BACKEND.with(std::cell::Cell::get) {
+        "glommio" => ringway::IoBackend::Glommio,
+        "uring" => ringway::IoBackend::Uring,
+        _ => ringway::IoBackend::Auto,
+    }
+}
+
+/// A one-listener, one-core server configuration on this case's backend.
+pub fn server_conf() -> ringway::ServerConf {
+    let mut conf = ringway::ServerConf::single(SocketAddr::from(([127, 0, 0, 1], 0)));
+    conf.cpus = ringway::CpuList::List(vec![0]);
+    conf.io = io_backend();
+    conf
+}
+
+/// Starts the built-in gateway from configuration text, on this case's backend unless the
+/// text names one.
 pub fn gateway(text: &str) -> ServerHandle {
-    let cfg = config::parse(text, "<test>").expect("valid test config");
+    let backend = BACKEND.with(std::cell::Cell::get);
+    let text = if text.contains("\nio = ") || !text.contains("[server]\n") {
+        text.to_string()
+    } else {
+        text.replacen("[server]\n", &format!("[server]\nio = \"{backend}\"\n"), 1)
+    };
+    let cfg = config::parse(&text, "<test>").expect("valid test config");
     let conf = cfg.server.clone();
     let shared = GatewayShared::start(&cfg).expect("gateway control plane starts");
     Server::new(conf, move |_core| Gateway::new(&shared))
@@ -161,12 +203,15 @@ impl Client {
 
     fn fill(&mut self) -> bool {
         let mut chunk = [0u8; 64 * 1024];
-        match self.stream.read(&mut chunk) {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
-            }
+        loop {
+            return match self.stream.read(&mut chunk) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Ok(0) | Err(_) => false,
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    true
+                }
+            };
         }
     }
 
@@ -367,7 +412,7 @@ macro_rules! rejects {
             $(#[$m])*
             #[test]
             fn $name() {
-                $crate::assert_rejected(&$raw[..], $status);
+                $crate::for_each_backend(|| $crate::assert_rejected(&$raw[..], $status));
             }
         )*
     };

@@ -64,6 +64,10 @@ fn which_origin(addr: SocketAddr, origins: &[OriginHandle], raw: &[u8]) -> usize
 
 #[test]
 fn weighted_round_robin_splits_traffic_exactly_by_weight() {
+    for_each_backend(weighted_round_robin_splits_traffic_exactly_by_weight_on);
+}
+
+fn weighted_round_robin_splits_traffic_exactly_by_weight_on() {
     let o = origins(3);
     let peers: Vec<String> = o
         .iter()
@@ -95,6 +99,10 @@ fn weighted_round_robin_splits_traffic_exactly_by_weight() {
 
 #[test]
 fn round_robin_ignores_weights_and_random_reaches_everyone() {
+    for_each_backend(round_robin_ignores_weights_and_random_reaches_everyone_on);
+}
+
+fn round_robin_ignores_weights_and_random_reaches_everyone_on() {
     let o = origins(3);
     let peers: Vec<String> = o
         .iter()
@@ -147,6 +155,10 @@ fn assert_sticky(algorithm: &str, hash_key: &str, request: impl Fn(usize) -> Vec
 
 #[test]
 fn ketama_keeps_a_header_key_on_one_origin() {
+    for_each_backend(ketama_keeps_a_header_key_on_one_origin_on);
+}
+
+fn ketama_keeps_a_header_key_on_one_origin_on() {
     assert_sticky("ketama", "header:X-User", |u| {
         format!("GET / HTTP/1.1\r\nHost: t\r\nX-User: user-{u}\r\n\r\n").into_bytes()
     });
@@ -154,6 +166,10 @@ fn ketama_keeps_a_header_key_on_one_origin() {
 
 #[test]
 fn maglev_keeps_a_header_key_on_one_origin() {
+    for_each_backend(maglev_keeps_a_header_key_on_one_origin_on);
+}
+
+fn maglev_keeps_a_header_key_on_one_origin_on() {
     assert_sticky("maglev", "header:X-User", |u| {
         format!("GET / HTTP/1.1\r\nHost: t\r\nx-user: user-{u}\r\n\r\n").into_bytes()
     });
@@ -161,6 +177,10 @@ fn maglev_keeps_a_header_key_on_one_origin() {
 
 #[test]
 fn maglev_keeps_a_cookie_key_on_one_origin() {
+    for_each_backend(maglev_keeps_a_cookie_key_on_one_origin_on);
+}
+
+fn maglev_keeps_a_cookie_key_on_one_origin_on() {
     assert_sticky("maglev", "cookie:sid", |u| {
         format!("GET / HTTP/1.1\r\nHost: t\r\nCookie: theme=dark; sid=s{u}; x=1\r\n\r\n")
             .into_bytes()
@@ -169,11 +189,19 @@ fn maglev_keeps_a_cookie_key_on_one_origin() {
 
 #[test]
 fn ketama_keeps_a_path_on_one_origin() {
+    for_each_backend(ketama_keeps_a_path_on_one_origin_on);
+}
+
+fn ketama_keeps_a_path_on_one_origin_on() {
     assert_sticky("ketama", "path", |u| get(&format!("/items/{u}?v=1")));
 }
 
 #[test]
 fn client_ip_hashing_sends_one_client_to_one_origin() {
+    for_each_backend(client_ip_hashing_sends_one_client_to_one_origin_on);
+}
+
+fn client_ip_hashing_sends_one_client_to_one_origin_on() {
     for algorithm in ["ketama", "maglev"] {
         let o = origins(3);
         let keys = format!("algorithm = \"{algorithm}\"\nhash_key = \"client_ip\"");
@@ -188,6 +216,10 @@ fn client_ip_hashing_sends_one_client_to_one_origin() {
 
 #[test]
 fn requests_without_the_key_are_still_served() {
+    for_each_backend(requests_without_the_key_are_still_served_on);
+}
+
+fn requests_without_the_key_are_still_served_on() {
     let o = origins(2);
     let keys = "algorithm = \"maglev\"\nhash_key = \"header:X-User\"";
     let gw = gateway(&config(&[0], &quoted(&o), keys));
@@ -201,6 +233,10 @@ fn requests_without_the_key_are_still_served() {
 
 #[test]
 fn least_inflight_steers_away_from_a_slow_origin() {
+    for_each_backend(least_inflight_steers_away_from_a_slow_origin_on);
+}
+
+fn least_inflight_steers_away_from_a_slow_origin_on() {
     let slow = origin_with(OriginConfig {
         delay: Duration::from_millis(100),
         ..OriginConfig::default()
@@ -234,6 +270,10 @@ fn least_inflight_steers_away_from_a_slow_origin() {
 
 #[test]
 fn every_algorithm_serves_from_its_config() {
+    for_each_backend(every_algorithm_serves_from_its_config_on);
+}
+
+fn every_algorithm_serves_from_its_config_on() {
     for (algorithm, extra) in [
         ("round_robin", ""),
         ("weighted_round_robin", ""),

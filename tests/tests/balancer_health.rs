@@ -120,6 +120,12 @@ const FAST_CHECKS: &str = "[upstreams.health]\nkind = \"tcp\"\ninterval = \"50ms
 
 #[test]
 fn an_origin_killed_under_load_is_taken_out_without_a_failed_request_and_comes_back() {
+    for_each_backend(
+        an_origin_killed_under_load_is_taken_out_without_a_failed_request_and_comes_back_on,
+    );
+}
+
+fn an_origin_killed_under_load_is_taken_out_without_a_failed_request_and_comes_back_on() {
     // 1. Three origins behind round robin, with fast TCP health checks and retries (default 2).
     let mut origins: Vec<OriginHandle> = (0..3).map(|_| origin()).collect();
     let addrs: Vec<SocketAddr> = origins.iter().map(OriginHandle::addr).collect();
@@ -175,6 +181,10 @@ fn an_origin_killed_under_load_is_taken_out_without_a_failed_request_and_comes_b
 
 #[test]
 fn an_http_check_takes_out_a_backend_answering_the_wrong_status() {
+    for_each_backend(an_http_check_takes_out_a_backend_answering_the_wrong_status_on);
+}
+
+fn an_http_check_takes_out_a_backend_answering_the_wrong_status_on() {
     // The scripted origin accepts connections (a TCP check would pass) but answers 500.
     let sick = ScriptedOrigin::start(|mut s| {
         use std::io::Write;
@@ -199,6 +209,10 @@ fn an_http_check_takes_out_a_backend_answering_the_wrong_status() {
 
 #[test]
 fn every_backend_down_answers_503() {
+    for_each_backend(every_backend_down_answers_503_on);
+}
+
+fn every_backend_down_answers_503_on() {
     let checks =
         "[upstreams.health]\ninterval = \"50ms\"\ntimeout = \"50ms\"\nunhealthy_after = 1\n";
     let (dead1, dead2) = (dead_addr(), dead_addr());
@@ -229,6 +243,10 @@ fn retries_after(gw: &ServerHandle, n: usize) -> u64 {
 
 #[test]
 fn passive_health_stops_trying_a_refusing_peer_on_a_core() {
+    for_each_backend(passive_health_stops_trying_a_refusing_peer_on_a_core_on);
+}
+
+fn passive_health_stops_trying_a_refusing_peer_on_a_core_on() {
     // Round robin over [dead, live]: without passive health every request tries the dead peer
     // first and is retried.
     let live = origin();
@@ -248,6 +266,10 @@ fn passive_health_stops_trying_a_refusing_peer_on_a_core() {
 
 #[test]
 fn passive_ejection_ends_after_fail_timeout() {
+    for_each_backend(passive_ejection_ends_after_fail_timeout_on);
+}
+
+fn passive_ejection_ends_after_fail_timeout_on() {
     // The peer refuses at first, then comes up on the same port: after fail_timeout one trial
     // request reaches it and it takes its share again.
     let live = origin();
@@ -283,6 +305,10 @@ fn concurrent_gets(addr: SocketAddr, n: usize) -> Vec<u16> {
 
 #[test]
 fn the_connection_cap_fails_over_then_answers_503() {
+    for_each_backend(the_connection_cap_fails_over_then_answers_503_on);
+}
+
+fn the_connection_cap_fails_over_then_answers_503_on() {
     // Two slow origins, one request in flight each at most: a third concurrent request finds
     // both at the cap, waits briefly, and gets 503; neither origin ever sees two at once.
     let slow = || {
@@ -305,6 +331,10 @@ fn the_connection_cap_fails_over_then_answers_503() {
 
 #[test]
 fn the_connection_cap_waits_for_a_slot() {
+    for_each_backend(the_connection_cap_waits_for_a_slot_on);
+}
+
+fn the_connection_cap_waits_for_a_slot_on() {
     // One origin answering in 10 ms, capped at one request in flight: a second concurrent request
     // waits for the first to end (within the 100 ms bound) instead of failing.
     let o = origin_with(OriginConfig {
@@ -320,6 +350,10 @@ fn the_connection_cap_waits_for_a_slot() {
 
 #[test]
 fn host_port_peers_are_resolved() {
+    for_each_backend(host_port_peers_are_resolved_on);
+}
+
+fn host_port_peers_are_resolved_on() {
     let o = origin();
     let text = config(&[], "", "").replace(
         "peers = []",

@@ -44,6 +44,10 @@ fn through_any_head_origin(raw: &[u8]) -> (Option<u16>, bool, usize) {
 
 #[test]
 fn header_count_boundary() {
+    for_each_backend(header_count_boundary_on);
+}
+
+fn header_count_boundary_on() {
     assert_eq!(MAX_HEADERS, 100);
     for n in [MAX_HEADERS - 1, MAX_HEADERS] {
         let (status, closed, seen) = through_any_head_origin(&with_headers(n));
@@ -54,6 +58,10 @@ fn header_count_boundary() {
 
 #[test]
 fn head_size_boundary() {
+    for_each_backend(head_size_boundary_on);
+}
+
+fn head_size_boundary_on() {
     for n in [MAX_HEAD_BYTES - 1, MAX_HEAD_BYTES] {
         let (status, closed, seen) = through_any_head_origin(&head_of_size(n));
         assert_eq!((status, closed, seen), (Some(200), false, 1), "{n} bytes");
@@ -63,6 +71,10 @@ fn head_size_boundary() {
 
 #[test]
 fn request_line_boundary() {
+    for_each_backend(request_line_boundary_on);
+}
+
+fn request_line_boundary_on() {
     for n in [MAX_REQUEST_LINE_BYTES - 1, MAX_REQUEST_LINE_BYTES] {
         let (status, closed, seen) = through_any_head_origin(&request_line_of(n));
         assert_eq!((status, closed, seen), (Some(200), false, 1), "{n} bytes");
@@ -72,6 +84,10 @@ fn request_line_boundary() {
 
 #[test]
 fn head_limits_follow_the_config() {
+    for_each_backend(head_limits_follow_the_config_on);
+}
+
+fn head_limits_follow_the_config_on() {
     let extra = "[http]\nmax_headers = 10\nmax_head_bytes = 1000\nmax_request_line_bytes = 100\n";
     assert_accepted_with(&with_headers_post(10), 0, extra);
     assert_rejected_with(&with_headers(11), 431, extra);
@@ -114,6 +130,10 @@ fn post_chunked(n: usize) -> Vec<u8> {
 
 #[test]
 fn content_length_body_boundary() {
+    for_each_backend(content_length_body_boundary_on);
+}
+
+fn content_length_body_boundary_on() {
     for n in [999, 1000] {
         assert_accepted_with(&post_cl(n), n, LIMIT_1000);
     }
@@ -122,6 +142,10 @@ fn content_length_body_boundary() {
 
 #[test]
 fn chunked_body_boundary() {
+    for_each_backend(chunked_body_boundary_on);
+}
+
+fn chunked_body_boundary_on() {
     for n in [999, 1000] {
         assert_accepted_with(&post_chunked(n), n, LIMIT_1000);
     }

@@ -14,6 +14,10 @@ fn pattern(len: usize) -> Vec<u8> {
 
 #[test]
 fn get_keepalive_reuses_connections_on_both_sides() {
+    for_each_backend(get_keepalive_reuses_connections_on_both_sides_on);
+}
+
+fn get_keepalive_reuses_connections_on_both_sides_on() {
     let o = origin();
     let gw = gateway(&gateway_config(&[o.addr()], ""));
     let mut c = Client::connect(gw.local_addrs()[0]);
@@ -33,6 +37,10 @@ fn get_keepalive_reuses_connections_on_both_sides() {
 
 #[test]
 fn head_gets_headers_only_and_the_connection_stays_usable() {
+    for_each_backend(head_gets_headers_only_and_the_connection_stays_usable_on);
+}
+
+fn head_gets_headers_only_and_the_connection_stays_usable_on() {
     let origin = ScriptedOrigin::start(|mut s| {
         while let Some(head) = read_head_raw(&mut s) {
             let is_head = head.starts_with(b"HEAD");
@@ -56,6 +64,10 @@ fn head_gets_headers_only_and_the_connection_stays_usable() {
 
 #[test]
 fn post_content_length_5mib_arrives_intact() {
+    for_each_backend(post_content_length_5mib_arrives_intact_on);
+}
+
+fn post_content_length_5mib_arrives_intact_on() {
     let o = origin();
     let gw = gateway(&gateway_config(&[o.addr()], ""));
     let body = pattern(5 << 20);
@@ -82,6 +94,10 @@ fn post_content_length_5mib_arrives_intact() {
 
 #[test]
 fn post_chunked_3mib_arrives_intact() {
+    for_each_backend(post_chunked_3mib_arrives_intact_on);
+}
+
+fn post_chunked_3mib_arrives_intact_on() {
     let o = origin();
     let gw = gateway(&gateway_config(&[o.addr()], ""));
     let body = pattern(3 << 20);
@@ -115,6 +131,10 @@ fn post_chunked_3mib_arrives_intact() {
 
 #[test]
 fn echo_streams_2mib_both_ways() {
+    for_each_backend(echo_streams_2mib_both_ways_on);
+}
+
+fn echo_streams_2mib_both_ways_on() {
     let o = origin();
     let gw = gateway(&gateway_config(&[o.addr()], ""));
     let body = pattern(2 << 20);
@@ -141,6 +161,10 @@ fn echo_streams_2mib_both_ways() {
 
 #[test]
 fn chunked_response_is_reframed_for_an_http10_client() {
+    for_each_backend(chunked_response_is_reframed_for_an_http10_client_on);
+}
+
+fn chunked_response_is_reframed_for_an_http10_client_on() {
     let o = origin_with(OriginConfig {
         chunked: true,
         body_size: 100_000,
@@ -165,6 +189,10 @@ fn chunked_response_is_reframed_for_an_http10_client() {
 
 #[test]
 fn chunked_response_stays_chunked_for_http11_and_keeps_alive() {
+    for_each_backend(chunked_response_stays_chunked_for_http11_and_keeps_alive_on);
+}
+
+fn chunked_response_stays_chunked_for_http11_and_keeps_alive_on() {
     let o = origin_with(OriginConfig {
         chunked: true,
         body_size: 70_000,
@@ -182,6 +210,10 @@ fn chunked_response_stays_chunked_for_http11_and_keeps_alive() {
 
 #[test]
 fn hop_by_hop_headers_are_removed_and_framing_regenerated() {
+    for_each_backend(hop_by_hop_headers_are_removed_and_framing_regenerated_on);
+}
+
+fn hop_by_hop_headers_are_removed_and_framing_regenerated_on() {
     let o = origin();
     let gw = gateway(&gateway_config(&[o.addr()], ""));
     let req = b"GET /headers HTTP/1.1\r\nHost: example.test\r\nConnection: keep-alive, X-Foo, Content-Length, Host\r\n\
@@ -214,6 +246,10 @@ X-Forwarded-For: 10.9.8.7\r\n\r\n";
 
 #[test]
 fn expect_100_continue_is_relayed_before_the_body() {
+    for_each_backend(expect_100_continue_is_relayed_before_the_body_on);
+}
+
+fn expect_100_continue_is_relayed_before_the_body_on() {
     let origin = ScriptedOrigin::start(|mut s| {
         let head = read_head_raw(&mut s).unwrap();
         assert!(String::from_utf8_lossy(&head)
@@ -242,6 +278,10 @@ fn expect_100_continue_is_relayed_before_the_body() {
 
 #[test]
 fn connect_is_refused_with_405_and_reaches_no_origin() {
+    for_each_backend(connect_is_refused_with_405_and_reaches_no_origin_on);
+}
+
+fn connect_is_refused_with_405_and_reaches_no_origin_on() {
     let o = origin();
     let gw = gateway(&gateway_config(&[o.addr()], ""));
     let (r, closed) = one_shot(
@@ -256,6 +296,10 @@ fn connect_is_refused_with_405_and_reaches_no_origin() {
 
 #[test]
 fn ambiguous_framing_is_refused_with_400_and_reaches_no_origin() {
+    for_each_backend(ambiguous_framing_is_refused_with_400_and_reaches_no_origin_on);
+}
+
+fn ambiguous_framing_is_refused_with_400_and_reaches_no_origin_on() {
     let o = origin();
     let gw = gateway(&gateway_config(&[o.addr()], ""));
     let req = b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
@@ -267,6 +311,10 @@ fn ambiguous_framing_is_refused_with_400_and_reaches_no_origin() {
 
 #[test]
 fn pipelined_requests_are_answered_in_order() {
+    for_each_backend(pipelined_requests_are_answered_in_order_on);
+}
+
+fn pipelined_requests_are_answered_in_order_on() {
     let o = origin();
     let gw = gateway(&gateway_config(&[o.addr()], ""));
     let mut c = Client::connect(gw.local_addrs()[0]);
@@ -278,6 +326,10 @@ fn pipelined_requests_are_answered_in_order() {
 
 #[test]
 fn unrouted_requests_get_404() {
+    for_each_backend(unrouted_requests_get_404_on);
+}
+
+fn unrouted_requests_get_404_on() {
     let o = origin();
     let text =
         gateway_config(&[o.addr()], "").replace("path_prefix = \"/\"", "path_prefix = \"/api\"");

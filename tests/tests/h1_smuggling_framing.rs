@@ -3,7 +3,7 @@
 //! pipelined behind a valid request; each must answer its status, close, and reach no origin.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use ringway_tests::{assert_accepted, rejects};
+use ringway_tests::{assert_accepted, for_each_backend, rejects};
 
 /// A POST /sink head with these extra header lines, then `body`.
 fn post(headers: &str, body: &str) -> Vec<u8> {
@@ -89,6 +89,10 @@ rejects! {
 
 #[test]
 fn chunk_extensions_with_whitespace_around_separators_are_accepted() {
+    for_each_backend(chunk_extensions_with_whitespace_around_separators_are_accepted_on);
+}
+
+fn chunk_extensions_with_whitespace_around_separators_are_accepted_on() {
     assert_accepted(
         &chunked("5 ; name = value ;flag\r\nhello\r\n3\t;\tq=\"x y\"\r\nabc\r\n0\r\n\r\n"),
         8,
@@ -97,16 +101,28 @@ fn chunk_extensions_with_whitespace_around_separators_are_accepted() {
 
 #[test]
 fn trailers_are_accepted_and_dropped() {
+    for_each_backend(trailers_are_accepted_and_dropped_on);
+}
+
+fn trailers_are_accepted_and_dropped_on() {
     assert_accepted(&chunked("5\r\nhello\r\n0\r\nX-Checksum: abc\r\n\r\n"), 5);
 }
 
 #[test]
 fn sixteen_hex_digit_chunk_size_is_accepted() {
+    for_each_backend(sixteen_hex_digit_chunk_size_is_accepted_on);
+}
+
+fn sixteen_hex_digit_chunk_size_is_accepted_on() {
     assert_accepted(&chunked("0000000000000005\r\nhello\r\n0\r\n\r\n"), 5);
 }
 
 #[test]
 fn connection_naming_framing_headers_does_not_strip_them() {
+    for_each_backend(connection_naming_framing_headers_does_not_strip_them_on);
+}
+
+fn connection_naming_framing_headers_does_not_strip_them_on() {
     assert_accepted(
         &post(
             "Connection: Content-Length, Host\r\nContent-Length: 5\r\n",
@@ -118,6 +134,10 @@ fn connection_naming_framing_headers_does_not_strip_them() {
 
 #[test]
 fn upper_case_chunked_is_accepted() {
+    for_each_backend(upper_case_chunked_is_accepted_on);
+}
+
+fn upper_case_chunked_is_accepted_on() {
     assert_accepted(
         &post("Transfer-Encoding: CHUNKED\r\n", "5\r\nhello\r\n0\r\n\r\n"),
         5,
@@ -126,5 +146,9 @@ fn upper_case_chunked_is_accepted() {
 
 #[test]
 fn content_length_zero_is_accepted() {
+    for_each_backend(content_length_zero_is_accepted_on);
+}
+
+fn content_length_zero_is_accepted_on() {
     assert_accepted(&post("Content-Length: 0\r\n", ""), 0);
 }

@@ -15,6 +15,10 @@ const UPGRADE: &[u8] =
 
 #[test]
 fn the_tunnel_opens_only_after_101_and_relays_both_ways() {
+    for_each_backend(the_tunnel_opens_only_after_101_and_relays_both_ways_on);
+}
+
+fn the_tunnel_opens_only_after_101_and_relays_both_ways_on() {
     let (tx, rx) = mpsc::channel::<Vec<u8>>();
     let o = ScriptedOrigin::start(move |mut s: TcpStream| {
         let head = read_head_raw(&mut s).unwrap();
@@ -72,6 +76,10 @@ fn the_tunnel_opens_only_after_101_and_relays_both_ways() {
 
 #[test]
 fn a_refused_upgrade_is_an_ordinary_response() {
+    for_each_backend(a_refused_upgrade_is_an_ordinary_response_on);
+}
+
+fn a_refused_upgrade_is_an_ordinary_response_on() {
     let o = ScriptedOrigin::start(|mut s: TcpStream| {
         while read_head_raw(&mut s).is_some() {
             s.write_all(b"HTTP/1.1 426 Upgrade Required\r\nContent-Length: 2\r\n\r\nno")
@@ -86,6 +94,10 @@ fn a_refused_upgrade_is_an_ordinary_response() {
 
 #[test]
 fn an_idle_tunnel_is_closed() {
+    for_each_backend(an_idle_tunnel_is_closed_on);
+}
+
+fn an_idle_tunnel_is_closed_on() {
     let o = ScriptedOrigin::start(|mut s: TcpStream| {
         read_head_raw(&mut s).unwrap();
         s.write_all(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n").unwrap();

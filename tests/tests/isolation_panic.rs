@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 
 use ringway::http::ResponseHead;
-use ringway::{HttpPeer, ProxyHttp, Result, Server, ServerConf, Session};
+use ringway::{HttpPeer, ProxyHttp, Result, Server, Session};
 use ringway_tests::*;
 
 struct Panicky {
@@ -58,9 +58,12 @@ impl ProxyHttp for Panicky {
 
 #[test]
 fn panics_cost_only_their_own_requests() {
+    for_each_backend(panics_cost_only_their_own_requests_on);
+}
+
+fn panics_cost_only_their_own_requests_on() {
     let o = origin();
-    let mut conf = ServerConf::single("127.0.0.1:0".parse().unwrap());
-    conf.cpus = ringway::CpuList::List(vec![0]); // one core: every request shares it
+    let conf = server_conf(); // one core: every request shares it
     let peer = o.addr();
     let gw = Server::new(conf, move |_| Panicky { peer })
         .start()
@@ -143,9 +146,12 @@ impl ProxyHttp for PanickyFailure {
 
 #[test]
 fn a_panic_in_a_failure_phase_is_isolated_too() {
+    for_each_backend(a_panic_in_a_failure_phase_is_isolated_too_on);
+}
+
+fn a_panic_in_a_failure_phase_is_isolated_too_on() {
     let o = origin();
-    let mut conf = ServerConf::single("127.0.0.1:0".parse().unwrap());
-    conf.cpus = ringway::CpuList::List(vec![0]);
+    let conf = server_conf();
     let (dead, live) = (dead_addr(), o.addr());
     let gw = Server::new(conf, move |_| PanickyFailure { dead, live })
         .start()

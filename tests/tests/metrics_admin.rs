@@ -17,6 +17,10 @@ fn scrape(addr: std::net::SocketAddr) -> String {
 
 #[test]
 fn metrics_count_requests_and_responses_per_core() {
+    for_each_backend(metrics_count_requests_and_responses_per_core_on);
+}
+
+fn metrics_count_requests_and_responses_per_core_on() {
     let o = origin();
     let text = gateway_config(&[o.addr()], "")
         .replace("[server]\n", "[server]\nadmin = \"127.0.0.1:0\"\n");

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use ringway::http::{Headers, RequestHead, ResponseHead};
-use ringway::{Error, HttpPeer, ProxyHttp, Result, Server, ServerConf, Session};
+use ringway::{Error, HttpPeer, ProxyHttp, Result, Server, Session};
 use ringway_tests::*;
 
 type Log = Arc<Mutex<Vec<String>>>;
@@ -129,8 +129,7 @@ impl ProxyHttp for Recorder {
 
 fn start(peers: Vec<SocketAddr>) -> (ringway::ServerHandle, Log) {
     let log: Log = Arc::default();
-    let mut conf = ServerConf::single("127.0.0.1:0".parse().unwrap());
-    conf.cpus = ringway::CpuList::List(vec![0]);
+    let conf = server_conf();
     let log2 = Arc::clone(&log);
     let h = Server::new(conf, move |_| Recorder {
         log: Arc::clone(&log2),
@@ -147,6 +146,10 @@ fn take(log: &Log) -> Vec<String> {
 
 #[test]
 fn every_phase_runs_in_order_and_logging_once() {
+    for_each_backend(every_phase_runs_in_order_and_logging_once_on);
+}
+
+fn every_phase_runs_in_order_and_logging_once_on() {
     let o = origin();
     let (gw, log) = start(vec![o.addr()]);
     let mut c = Client::connect(gw.local_addrs()[0]);
@@ -194,6 +197,10 @@ fn every_phase_runs_in_order_and_logging_once() {
 
 #[test]
 fn request_filter_can_answer_directly() {
+    for_each_backend(request_filter_can_answer_directly_on);
+}
+
+fn request_filter_can_answer_directly_on() {
     let o = origin();
     let (gw, log) = start(vec![o.addr()]);
     let mut c = Client::connect(gw.local_addrs()[0]);
@@ -211,6 +218,10 @@ fn request_filter_can_answer_directly() {
 
 #[test]
 fn a_connect_failure_runs_fail_to_connect_then_upstream_peer_again() {
+    for_each_backend(a_connect_failure_runs_fail_to_connect_then_upstream_peer_again_on);
+}
+
+fn a_connect_failure_runs_fail_to_connect_then_upstream_peer_again_on() {
     let o = origin();
     let (gw, log) = start(vec![dead_addr(), o.addr()]);
     let mut c = Client::connect(gw.local_addrs()[0]);
@@ -244,6 +255,10 @@ fn a_connect_failure_runs_fail_to_connect_then_upstream_peer_again() {
 
 #[test]
 fn the_upstream_request_filter_changes_what_the_origin_sees() {
+    for_each_backend(the_upstream_request_filter_changes_what_the_origin_sees_on);
+}
+
+fn the_upstream_request_filter_changes_what_the_origin_sees_on() {
     let o = origin();
     let (gw, _log) = start(vec![o.addr()]);
     let mut c = Client::connect(gw.local_addrs()[0]);

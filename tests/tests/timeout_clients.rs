@@ -15,6 +15,10 @@ const FAST: &str = "[http]\nheader_timeout = \"1s\"\nkeepalive_timeout = \"1s\"\
 
 #[test]
 fn slowloris_meets_the_total_header_deadline() {
+    for_each_backend(slowloris_meets_the_total_header_deadline_on);
+}
+
+fn slowloris_meets_the_total_header_deadline_on() {
     let o = origin();
     let gw = gateway(&gateway_config(&[o.addr()], FAST));
     let mut s = TcpStream::connect(gw.local_addrs()[0]).unwrap();
@@ -50,6 +54,10 @@ fn slowloris_meets_the_total_header_deadline() {
 
 #[test]
 fn a_silent_new_connection_gets_408() {
+    for_each_backend(a_silent_new_connection_gets_408_on);
+}
+
+fn a_silent_new_connection_gets_408_on() {
     let gw = gateway(&gateway_config(&[dead_addr()], FAST));
     let mut c = Client::connect(gw.local_addrs()[0]);
     let r = c.read_response("GET").expect("a 408 after header_timeout");
@@ -59,6 +67,10 @@ fn a_silent_new_connection_gets_408() {
 
 #[test]
 fn an_idle_keepalive_connection_closes_without_a_response() {
+    for_each_backend(an_idle_keepalive_connection_closes_without_a_response_on);
+}
+
+fn an_idle_keepalive_connection_closes_without_a_response_on() {
     let o = origin();
     let gw = gateway(&gateway_config(&[o.addr()], FAST));
     let mut c = Client::connect(gw.local_addrs()[0]);
@@ -72,6 +84,10 @@ fn an_idle_keepalive_connection_closes_without_a_response() {
 
 #[test]
 fn a_stalled_request_body_is_cut_and_reaches_no_origin() {
+    for_each_backend(a_stalled_request_body_is_cut_and_reaches_no_origin_on);
+}
+
+fn a_stalled_request_body_is_cut_and_reaches_no_origin_on() {
     let o = origin();
     let gw = gateway(&gateway_config(&[o.addr()], FAST));
     let mut c = Client::connect(gw.local_addrs()[0]);
@@ -89,6 +105,10 @@ fn a_stalled_request_body_is_cut_and_reaches_no_origin() {
 
 #[test]
 fn a_client_that_does_not_read_is_cut_and_the_proxy_buffers_little() {
+    for_each_backend(a_client_that_does_not_read_is_cut_and_the_proxy_buffers_little_on);
+}
+
+fn a_client_that_does_not_read_is_cut_and_the_proxy_buffers_little_on() {
     // 64 MiB response; the client reads its head and then nothing.
     let o = origin_with(OriginConfig {
         body_size: 64 << 20,

@@ -10,6 +10,10 @@ use ringway_tests::*;
 
 #[test]
 fn a_dead_origin_answers_502() {
+    for_each_backend(a_dead_origin_answers_502_on);
+}
+
+fn a_dead_origin_answers_502_on() {
     let gw = gateway(&gateway_config(&[dead_addr()], ""));
     let mut c = Client::connect(gw.local_addrs()[0]);
     let r = c.request("GET", &get("/")).unwrap();
@@ -18,6 +22,10 @@ fn a_dead_origin_answers_502() {
 
 #[test]
 fn connect_failures_are_retried_on_the_other_peer() {
+    for_each_backend(connect_failures_are_retried_on_the_other_peer_on);
+}
+
+fn connect_failures_are_retried_on_the_other_peer_on() {
     let o = origin();
     let gw = gateway(&gateway_config(&[dead_addr(), o.addr()], ""));
     let mut c = Client::connect(gw.local_addrs()[0]);
@@ -48,6 +56,10 @@ fn connect_failures_are_retried_on_the_other_peer() {
 
 #[test]
 fn a_slow_origin_answers_504_after_read_timeout() {
+    for_each_backend(a_slow_origin_answers_504_after_read_timeout_on);
+}
+
+fn a_slow_origin_answers_504_after_read_timeout_on() {
     let o = origin_with(OriginConfig {
         delay: Duration::from_secs(3),
         ..OriginConfig::default()
@@ -62,6 +74,10 @@ fn a_slow_origin_answers_504_after_read_timeout() {
 
 #[test]
 fn a_pooled_connection_closed_by_the_origin_is_not_used() {
+    for_each_backend(a_pooled_connection_closed_by_the_origin_is_not_used_on);
+}
+
+fn a_pooled_connection_closed_by_the_origin_is_not_used_on() {
     // The origin answers every request and closes right after: the pooled connection is dead
     // by the next request, and the liveness check at checkout must skip it.
     let origin = ScriptedOrigin::start(|mut s| {
@@ -82,6 +98,10 @@ fn a_pooled_connection_closed_by_the_origin_is_not_used() {
 
 #[test]
 fn an_origin_reset_before_the_head_is_502_for_a_post_and_retried_for_a_get() {
+    for_each_backend(an_origin_reset_before_the_head_is_502_for_a_post_and_retried_for_a_get_on);
+}
+
+fn an_origin_reset_before_the_head_is_502_for_a_post_and_retried_for_a_get_on() {
     // The first connection to this origin reads the request and closes without answering;
     // later ones answer. GET is idempotent: retried. POST is not: 502.
     let origin = ScriptedOrigin::start({

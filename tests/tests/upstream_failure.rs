@@ -41,6 +41,10 @@ fn status_of(reply: &'static [u8]) -> (Option<u16>, bool) {
 
 #[test]
 fn reset_before_the_head_is_502() {
+    for_each_backend(reset_before_the_head_is_502_on);
+}
+
+fn reset_before_the_head_is_502_on() {
     let o = ScriptedOrigin::start(|s: TcpStream| {
         // SO_LINGER with a zero timeout: close sends RST.
         let s = socket2::Socket::from(s);
@@ -53,6 +57,10 @@ fn reset_before_the_head_is_502() {
 
 #[test]
 fn a_head_that_never_arrives_is_504() {
+    for_each_backend(a_head_that_never_arrives_is_504_on);
+}
+
+fn a_head_that_never_arrives_is_504_on() {
     let o = ScriptedOrigin::start(|mut s: TcpStream| {
         let _ = read_head_raw(&mut s);
         std::thread::sleep(Duration::from_secs(3));
@@ -66,17 +74,29 @@ fn a_head_that_never_arrives_is_504() {
 
 #[test]
 fn an_unparsable_head_is_502() {
+    for_each_backend(an_unparsable_head_is_502_on);
+}
+
+fn an_unparsable_head_is_502_on() {
     assert_eq!(status_of(b"HTTP/1.1 2000 Nope\r\n\r\n").0, Some(502));
     assert_eq!(status_of(b"garbage\r\n\r\n").0, Some(502));
 }
 
 #[test]
 fn content_length_with_transfer_encoding_in_a_response_is_502() {
+    for_each_backend(content_length_with_transfer_encoding_in_a_response_is_502_on);
+}
+
+fn content_length_with_transfer_encoding_in_a_response_is_502_on() {
     assert_eq!(status_of(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n").0, Some(502));
 }
 
 #[test]
 fn a_response_head_over_the_limits_is_502() {
+    for_each_backend(a_response_head_over_the_limits_is_502_on);
+}
+
+fn a_response_head_over_the_limits_is_502_on() {
     let big: &'static [u8] = Box::leak(
         format!(
             "HTTP/1.1 200 OK\r\nX: {}\r\nContent-Length: 0\r\n\r\n",
@@ -97,6 +117,10 @@ fn a_response_head_over_the_limits_is_502() {
 
 #[test]
 fn a_body_shorter_than_its_content_length_cuts_the_client() {
+    for_each_backend(a_body_shorter_than_its_content_length_cuts_the_client_on);
+}
+
+fn a_body_shorter_than_its_content_length_cuts_the_client_on() {
     let (r, closed) = {
         let o = replying(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly twenty bytes...");
         through(&o)
@@ -107,6 +131,10 @@ fn a_body_shorter_than_its_content_length_cuts_the_client() {
 
 #[test]
 fn broken_chunking_before_anything_was_sent_is_502() {
+    for_each_backend(broken_chunking_before_anything_was_sent_is_502_on);
+}
+
+fn broken_chunking_before_anything_was_sent_is_502_on() {
     assert_eq!(
         status_of(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n")
             .0,
@@ -116,6 +144,10 @@ fn broken_chunking_before_anything_was_sent_is_502() {
 
 #[test]
 fn broken_chunking_after_the_head_went_out_cuts_the_client() {
+    for_each_backend(broken_chunking_after_the_head_went_out_cuts_the_client_on);
+}
+
+fn broken_chunking_after_the_head_went_out_cuts_the_client_on() {
     let o = ScriptedOrigin::start(|mut s: TcpStream| {
         if read_head_raw(&mut s).is_some() {
             let _ =
@@ -131,6 +163,10 @@ fn broken_chunking_after_the_head_went_out_cuts_the_client() {
 
 #[test]
 fn close_mid_body_cuts_the_client() {
+    for_each_backend(close_mid_body_cuts_the_client_on);
+}
+
+fn close_mid_body_cuts_the_client_on() {
     let o = ScriptedOrigin::start(|mut s: TcpStream| {
         if read_head_raw(&mut s).is_some() {
             let _ =
@@ -145,6 +181,10 @@ fn close_mid_body_cuts_the_client() {
 
 #[test]
 fn a_body_longer_than_its_content_length_is_never_pooled() {
+    for_each_backend(a_body_longer_than_its_content_length_is_never_pooled_on);
+}
+
+fn a_body_longer_than_its_content_length_is_never_pooled_on() {
     // Every connection answers with 2 extra bytes after a 5-byte body.
     let conns = Arc::new(AtomicUsize::new(0));
     let c2 = Arc::clone(&conns);
@@ -176,5 +216,9 @@ fn a_body_longer_than_its_content_length_is_never_pooled() {
 
 #[test]
 fn an_unsolicited_101_is_502() {
+    for_each_backend(an_unsolicited_101_is_502_on);
+}
+
+fn an_unsolicited_101_is_502_on() {
     assert_eq!(status_of(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n").0, Some(502));
 }

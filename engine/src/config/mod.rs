@@ -21,7 +21,7 @@ pub use upstream::UpstreamConf;
 use crate::proxy::panic::PanicHookMode;
 use crate::proxy::HttpSettings;
 use crate::runtime::CpuList;
-use crate::server::{ListenerConf, ServerConf, DEFAULT_MAX_CONNECTIONS};
+use crate::server::{IoBackend, ListenerConf, ServerConf, DEFAULT_MAX_CONNECTIONS};
 
 /// The selection algorithms an upstream may name.
 pub const ALGORITHMS: &[&str] = &[
@@ -112,6 +112,7 @@ struct RawServer {
     pool_idle_timeout: Option<Spanned<String>>,
     panic_hook: Option<Spanned<String>>,
     admin: Option<Spanned<String>>,
+    io: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -359,6 +360,20 @@ impl Validator<'_> {
                         Some(p.span()),
                         "server.panic_hook",
                         format!("expected \"quiet\" or \"chain\", found \"{other}\""),
+                    ))
+                }
+            };
+        }
+        if let Some(io) = &raw.server.io {
+            server.io = match io.get_ref().as_str() {
+                "auto" => IoBackend::Auto,
+                "uring" => IoBackend::Uring,
+                "glommio" => IoBackend::Glommio,
+                other => {
+                    return Err(self.err(
+                        Some(io.span()),
+                        "server.io",
+                        format!("expected \"auto\", \"uring\" or \"glommio\", found \"{other}\""),
                     ))
                 }
             };

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
 use ringway_protocols::l4::glommio::GlommioBackend;
+use ringway_protocols::l4::uring::UringBackend;
 use ringway_protocols::l4::{probe, Backend, Listener};
 
 use crate::listen::{reuseport_sockets, DEFAULT_BACKLOG};
@@ -83,6 +84,21 @@ pub struct ServerConf {
     pub panic_hook: PanicHookMode,
     /// Address of the admin endpoint (`/metrics`, `/healthz`). By default none.
     pub admin: Option<SocketAddr>,
+    /// Which transport backend the cores use. By default `Auto`.
+    pub io: IoBackend,
+}
+
+/// The transport backend of the request cores.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IoBackend {
+    /// The completion-based io_uring backend where the start-up probe finds what it needs,
+    /// glommio streams otherwise (logged). The default.
+    #[default]
+    Auto,
+    /// The completion-based io_uring backend; refuse to start without it.
+    Uring,
+    /// glommio's readiness-based streams.
+    Glommio,
 }
 
 impl Default for ServerConf {
@@ -96,6 +112,7 @@ impl Default for ServerConf {
             pool_idle_timeout: DEFAULT_IDLE_TIMEOUT,
             panic_hook: PanicHookMode::Quiet,
             admin: None,
+            io: IoBackend::Auto,
         }
     }
 }
@@ -241,7 +258,34 @@ where
             Ok(n) => log::info!("RLIMIT_NOFILE {n}"),
             Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {e}"),
         }
-        log::info!("{}", probe::probe());
+        // On a thread of its own: creating and tearing down io_uring rings queues task work on
+        // the creating thread, which interrupts that thread's blocking socket calls that have a
+        // timeout with EINTR. The caller's thread belongs to the embedding program.
+        let caps = std::thread::Builder::new()
+            .name("ringway-probe".into())
+            .spawn(probe::probe)
+            .ok()
+            .and_then(|t| t.join().ok())
+            .unwrap_or_default();
+        log::info!("{caps}");
+        let io = match self.conf.io {
+            IoBackend::Auto if caps.supports_completion_backend() => IoBackend::Uring,
+            IoBackend::Auto => {
+                log::warn!("io = \"auto\": this kernel lacks what the io_uring backend needs ({caps}); using glommio streams");
+                IoBackend::Glommio
+            }
+            IoBackend::Uring if !caps.supports_completion_backend() => {
+                return Err(ServerError::Executor(format!("io = \"uring\" but {caps}")));
+            }
+            chosen => chosen,
+        };
+        log::info!(
+            "I/O backend: {}",
+            match io {
+                IoBackend::Uring => UringBackend::NAME,
+                _ => GlommioBackend::NAME,
+            }
+        );
         install_hook(self.conf.panic_hook);
 
         // Every core's sockets: inherited ones first (an upgrade), then new ones bound here so
@@ -326,15 +370,21 @@ where
                 .name(&format!("ringway-{cpu}"))
                 .io_memory(IO_MEMORY)
                 .spawn(move || async move {
-                    let r = run_core::<GlommioBackend, P>(
-                        CoreId(cpu),
-                        slot,
-                        &conf,
-                        factory.as_ref(),
-                        listeners,
-                        &shared,
-                    )
-                    .await;
+                    let (core, factory) = (CoreId(cpu), factory.as_ref());
+                    let r = match io {
+                        IoBackend::Uring => {
+                            run_core::<UringBackend, P>(
+                                core, slot, &conf, factory, listeners, &shared,
+                            )
+                            .await
+                        }
+                        _ => {
+                            run_core::<GlommioBackend, P>(
+                                core, slot, &conf, factory, listeners, &shared,
+                            )
+                            .await
+                        }
+                    };
                     shared.running.fetch_sub(1, Ordering::AcqRel);
                     r
                 })

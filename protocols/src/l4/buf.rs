@@ -61,6 +61,20 @@ pub(crate) fn take() -> Vec<u8> {
     })
 }
 
+/// Takes a buffer like [`take`] without counting it as in use: for memory lent to the kernel's
+/// provided-buffer ring, which no connection holds until a read selects it. Count it with
+/// [`count_taken`] when it is handed out in an [`IoBuf`].
+pub(crate) fn take_uncounted() -> Vec<u8> {
+    let buf = take();
+    POOL.with(|p| p.borrow_mut().stats.in_use -= 1);
+    buf
+}
+
+/// Counts a buffer from [`take_uncounted`] as in use, as it becomes an [`IoBuf`].
+pub(crate) fn count_taken() {
+    POOL.with(|p| p.borrow_mut().stats.in_use += 1);
+}
+
 /// Returns a buffer taken with [`take`], whatever its current length.
 pub(crate) fn give_back(mut buf: Vec<u8>) {
     if buf.capacity() < READ_BUF_SIZE {

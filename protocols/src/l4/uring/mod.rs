@@ -1,1 +1,461 @@
-//! The completion-based io_uring backend (being written).
+//! The completion-based io_uring backend of the transport seam: every socket operation is an
+//! SQE on this core's private ring (RECV into a buffer the kernel picks from a per-core
+//! provided-buffer ring, SEND from the caller's owned buffer, single-shot ACCEPT with the peer
+//! address, CONNECT with a linked timeout), driven by one glommio task per core.
+//!
+//! The ring is created lazily, on the executor thread that first uses the backend
+//! (SINGLE_ISSUER | DEFER_TASKRUN | TASKRUN_FLAG, COOP_TASKRUN where accepted). `driver.rs`
+//! holds the submit/reap/park loop, `slots.rs` the generation-tagged table that routes
+//! completions, `bufring.rs` the provided-buffer ring. `docs/internals.md` records why the
+//! driver is shaped as it is and what it costs.
+//!
+//! # Cancellation
+//! A dropped `read` leaves its RECV in flight, owned by the stream, and the next `read` returns
+//! what it received: reads are cancel-safe. Dropping any other future mid-flight (write,
+//! accept, connect), or a stream with a RECV in flight, queues an ASYNC_CANCEL and moves the
+//! operation's memory (read buffer, caller's write buffer, address storage) into its slot, where
+//! it stays until the kernel's final completion. A connection accepted by an abandoned accept is
+//! closed when that completion arrives; a ring buffer the kernel picked for an abandoned RECV
+//! goes back to the ring. Nothing leaks a descriptor or a buffer.
+
+mod bufring;
+mod driver;
+mod slots;
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::task::Poll;
+use std::time::Duration;
+
+use futures_lite::future::poll_fn;
+
+use io_uring::{opcode, squeue, types};
+
+use self::driver::{Abandoned, InFlight};
+use self::slots::IGNORED_USER_DATA;
+use super::buf::{take, IoBuf, READ_BUF_SIZE};
+use super::{Backend, Listener, StableBuf, Stream};
+
+/// The shortest connect timeout honoured; shorter ones are raised to it.
+const MIN_CONNECT_TIMEOUT: Duration = Duration::from_millis(1);
+
+/// Queue a RECV together with each write when none is in flight, so that a request/response
+/// exchange costs one submission batch instead of two (the reply is read by the next `read`).
+const READ_AHEAD: bool = true;
+
+/// Flags of every SEND: no SIGPIPE when the peer has gone.
+const SEND_FLAGS: i32 = libc::MSG_NOSIGNAL;
+
+/// The io_uring completion backend.
+///
+/// Every operation must run inside a glommio executor: the first one on a thread creates that
+/// thread's ring and spawns its driver task onto the current executor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UringBackend;
+
+/// Counters of this core's ring, for tests, benchmarks and metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UringStats {
+    /// `io_uring_enter` calls made.
+    pub enters: u64,
+    /// SQEs handed to the kernel.
+    pub submitted: u64,
+    /// CQEs reaped.
+    pub completions: u64,
+    /// Times the driver parked on the ring's eventfd.
+    pub parks: u64,
+    /// Times the eventfd actually fired (a park ended by the kernel, not by new work).
+    pub eventfd_wakeups: u64,
+    /// Operations submitted and not yet completed, abandoned ones included.
+    pub in_flight: usize,
+    /// Operations whose futures were dropped before completion (ASYNC_CANCEL queued).
+    pub cancels: u64,
+    /// RECVs that found the provided-buffer ring empty (ENOBUFS) and retried with a buffer of
+    /// their own.
+    pub recv_buffer_fallbacks: u64,
+    /// Sends that returned fewer bytes than asked and were resubmitted for the rest.
+    pub short_sends: u64,
+    /// Completions whose slot had been recycled, dropped by the generation check.
+    pub stale_completions: u64,
+}
+
+/// This core's ring counters; zeroes when the backend has not been used on this thread.
+pub fn stats() -> UringStats {
+    driver::stats()
+}
+
+/// Memory the kernel may touch until an operation's final completion; released (dropped) then.
+struct Keep<T: 'static>(T);
+
+impl<T: 'static> Abandoned for Keep<T> {}
+
+/// What a RECV in flight owns: its own pooled buffer, or nothing when the kernel picks one
+/// from the provided-buffer ring as bytes arrive (the driver recycles a picked buffer whose
+/// RECV was abandoned).
+enum RecvKeep {
+    Pool(IoBuf),
+    Ring,
+}
+
+impl Abandoned for RecvKeep {}
+
+/// A TCP stream driven by this core's ring. Closing happens on drop.
+pub struct UringStream {
+    /// The RECV in flight, owned by the stream rather than by a `read` future so that a
+    /// dropped read loses no bytes. Declared before `fd`: it is cancelled before the close.
+    read_op: Option<InFlight<RecvKeep>>,
+    fd: OwnedFd,
+    peer: Option<SocketAddr>,
+}
+
+impl UringStream {
+    fn new(fd: OwnedFd, peer: Option<SocketAddr>) -> UringStream {
+        UringStream {
+            read_op: None,
+            fd,
+            peer,
+        }
+    }
+
+    /// Queues a RECV and keeps it in the stream: with the kernel picking the buffer from the
+    /// ring when `from_ring` and the ring exists, else into a buffer from the pool.
+    fn arm_read(&mut self, driver: Rc<driver::Driver>, from_ring: bool) -> io::Result<()> {
+        let fd = types::Fd(self.fd.as_raw_fd());
+        if from_ring && driver.has_buf_ring() {
+            let mut sqe = [
+                opcode::Recv::new(fd, std::ptr::null_mut(), READ_BUF_SIZE as u32)
+                    .buf_group(bufring::BUF_GROUP)
+                    .build()
+                    .flags(squeue::Flags::BUFFER_SELECT),
+            ];
+            // SAFETY: no pointer of ours: the kernel writes into a ring buffer it picks, which
+            // the ring keeps allocated while it is lent.
+            let key = unsafe { driver.submit(&mut sqe) }?;
+            self.read_op = Some(InFlight::new(driver, key, RecvKeep::Ring));
+            return Ok(());
+        }
+        let mut buf = IoBuf::from_pooled(take(), READ_BUF_SIZE);
+        let spare = buf.spare_mut();
+        let (ptr, len) = (spare.as_mut_ptr(), spare.len() as u32);
+        let mut sqe = [opcode::Recv::new(fd, ptr, len).build()];
+        // SAFETY: `ptr..ptr+len` is the heap storage of `buf`, which moves into the InFlight
+        // below (or is dropped on error before anything was queued) and stays allocated until
+        // the final completion: moving an IoBuf does not move its bytes.
+        let key = unsafe { driver.submit(&mut sqe) }?;
+        self.read_op = Some(InFlight::new(driver, key, RecvKeep::Pool(buf)));
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for UringStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringStream")
+            .field("fd", &self.fd.as_raw_fd())
+            .field("peer", &self.peer)
+            .finish()
+    }
+}
+
+impl AsRawFd for UringStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for UringStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Stream for UringStream {
+    /// One RECV. The kernel picks its buffer from this core's provided-buffer ring when bytes
+    /// arrive, so a waiting read holds no buffer; when the ring is empty (or was refused at
+    /// start) the RECV brings a buffer of its own from the pool.
+    ///
+    /// # Cancellation
+    /// Cancel-safe: the RECV belongs to the stream, not to the future. A dropped `read` leaves
+    /// it in flight, and the next `read` returns what it received, so no byte is lost. Dropping
+    /// the stream cancels it; the buffer returns to the pool with its final completion.
+    async fn read(&mut self) -> io::Result<Option<IoBuf>> {
+        let driver = driver::current()?;
+        let mut from_ring = true;
+        loop {
+            if self.read_op.is_none() {
+                self.arm_read(driver.clone(), from_ring)?;
+            }
+            poll_fn(|cx| match self.read_op.as_mut() {
+                Some(op) => op.poll_done(cx).map(|_| ()),
+                None => Poll::Ready(()),
+            })
+            .await;
+            let (res, flags, keep) = self
+                .read_op
+                .take()
+                .and_then(InFlight::into_result)
+                .ok_or_else(|| io::Error::other("io_uring: read state lost"))?;
+            let picked = driver.take_selected(res, flags);
+            return match (res, keep) {
+                (n, RecvKeep::Ring) if n == -libc::ENOBUFS => {
+                    // Every ring buffer is out: this read brings its own.
+                    driver.count_buffer_fallback();
+                    from_ring = false;
+                    continue;
+                }
+                (n, _) if n < 0 => Err(io::Error::from_raw_os_error(-n)),
+                (0, _) => Ok(None),
+                (n, RecvKeep::Pool(mut buf)) => {
+                    buf.truncate(n as usize);
+                    Ok(Some(buf))
+                }
+                (_, RecvKeep::Ring) => picked
+                    .map(Some)
+                    .ok_or_else(|| io::Error::other("io_uring: RECV completed without a buffer")),
+            };
+        }
+    }
+
+    /// SENDs until every byte is out, resubmitting the remainder after a short send. When no
+    /// RECV is in flight, one is queued in the same batch as the first SEND (read-ahead): the
+    /// next `read` collects it.
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the SEND in flight; `buf` is dropped only after the final
+    /// completion. How much was sent is then unknown: close the stream.
+    async fn write_all<B: StableBuf>(&mut self, buf: B) -> (io::Result<()>, B) {
+        let total = buf.bytes().len();
+        if total == 0 {
+            return (Ok(()), buf);
+        }
+        let driver = match driver::current() {
+            Ok(d) => d,
+            Err(e) => return (Err(e), buf),
+        };
+        let mut buf = buf;
+        let mut sent = 0usize;
+        while sent < total {
+            let rest = &buf.bytes()[sent..];
+            let len = rest.len().min(u32::MAX as usize) as u32;
+            let mut sqe = [
+                opcode::Send::new(types::Fd(self.fd.as_raw_fd()), rest.as_ptr(), len)
+                    .flags(SEND_FLAGS)
+                    .build(),
+            ];
+            // SAFETY: the bytes belong to `buf`, a StableBuf (its bytes do not move when it
+            // moves), which the InFlight below owns until the final completion.
+            let key = match unsafe { driver.submit(&mut sqe) } {
+                Ok(k) => k,
+                Err(e) => return (Err(e), buf),
+            };
+            if READ_AHEAD && self.read_op.is_none() {
+                // Best effort: on failure the next `read` queues its RECV itself.
+                let _ = self.arm_read(driver.clone(), true);
+            }
+            let (res, _, Keep(back)) = InFlight::new(driver.clone(), key, Keep(buf))
+                .complete()
+                .await;
+            buf = back;
+            match res {
+                n if n == -libc::EINTR || n == -libc::EAGAIN => continue,
+                n if n < 0 => return (Err(io::Error::from_raw_os_error(-n)), buf),
+                0 => return (Err(io::ErrorKind::WriteZero.into()), buf),
+                n => {
+                    sent += n as usize;
+                    if sent < total {
+                        driver.count_short_send();
+                    }
+                }
+            }
+        }
+        (Ok(()), buf)
+    }
+
+    async fn shutdown_write(&mut self) -> io::Result<()> {
+        // SAFETY: shutdown(2) on the socket this stream owns.
+        if unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// A RECV left in flight by a dropped `read` that has completed means bytes (or EOF)
+    /// arrived: not idle. One still waiting means the socket had nothing; the peek confirms.
+    fn is_idle_and_open(&self) -> bool {
+        if self.read_op.as_ref().is_some_and(InFlight::has_completed) {
+            return false;
+        }
+        super::glommio::peek_idle(self.fd.as_raw_fd())
+    }
+}
+
+/// A listening socket accepted from with single-shot IORING_OP_ACCEPT, which (unlike the
+/// multishot form) returns the peer's address.
+pub struct UringListener {
+    fd: OwnedFd,
+}
+
+impl std::fmt::Debug for UringListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringListener")
+            .field("fd", &self.fd.as_raw_fd())
+            .finish()
+    }
+}
+
+impl AsRawFd for UringListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl AsFd for UringListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Where an ACCEPT writes the peer address.
+struct AcceptAddr {
+    storage: libc::sockaddr_storage,
+    len: libc::socklen_t,
+}
+
+/// An accept's address storage; an abandoned accept that still returned a connection closes it.
+struct AcceptKeep(Box<AcceptAddr>);
+
+impl Abandoned for AcceptKeep {
+    fn late_completion(self: Box<Self>, res: i32) {
+        if res >= 0 {
+            // SAFETY: a successful ACCEPT returned this descriptor to us and nobody else has
+            // seen it; closing it here is its only release.
+            drop(unsafe { OwnedFd::from_raw_fd(res) });
+        }
+    }
+}
+
+impl Listener for UringListener {
+    type Stream = UringStream;
+
+    /// One ACCEPT (with SOCK_CLOEXEC); the new stream gets TCP_NODELAY.
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the ACCEPT; a connection it accepted anyway is closed.
+    async fn accept(&self) -> io::Result<(UringStream, SocketAddr)> {
+        let driver = driver::current()?;
+        let mut addr = Box::new(AcceptAddr {
+            // SAFETY: all-zero bytes are a valid sockaddr_storage.
+            storage: unsafe { std::mem::zeroed() },
+            len: std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t,
+        });
+        let mut sqe = [opcode::Accept::new(
+            types::Fd(self.fd.as_raw_fd()),
+            (&mut addr.storage as *mut libc::sockaddr_storage).cast(),
+            &mut addr.len,
+        )
+        .flags(libc::SOCK_CLOEXEC)
+        .build()];
+        // SAFETY: both pointers are into the boxed AcceptAddr, which the InFlight below owns
+        // until the final completion; moving the Box does not move its contents.
+        let key = unsafe { driver.submit(&mut sqe) }?;
+        let (res, _, AcceptKeep(addr)) = InFlight::new(driver, key, AcceptKeep(addr))
+            .complete()
+            .await;
+        if res < 0 {
+            return Err(io::Error::from_raw_os_error(-res));
+        }
+        // SAFETY: a successful ACCEPT returns a new descriptor that we now own.
+        let fd = unsafe { OwnedFd::from_raw_fd(res) };
+        // SAFETY: the kernel wrote `len` bytes of a socket address into the storage.
+        let peer = unsafe { socket2::SockAddr::new(addr.storage, addr.len) }
+            .as_socket()
+            .ok_or_else(|| {
+                io::Error::new(io::ErrorKind::InvalidData, "accepted a non-IP socket")
+            })?;
+        socket2::SockRef::from(&fd).set_nodelay(true)?;
+        Ok((UringStream::new(fd, Some(peer)), peer))
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        socket2::SockRef::from(&self.fd)
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "not an IP socket"))
+    }
+}
+
+/// What a CONNECT and its linked timeout point at, plus the socket being connected.
+struct ConnectKeep {
+    addr: socket2::SockAddr,
+    timeout: types::Timespec,
+    socket: socket2::Socket,
+}
+
+impl Abandoned for Box<ConnectKeep> {}
+
+impl Backend for UringBackend {
+    type Stream = UringStream;
+    type Listener = UringListener;
+    const NAME: &'static str = "uring";
+
+    /// Takes the socket as it is (blocking or not: the ring never blocks on it).
+    fn adopt_listener(fd: OwnedFd) -> io::Result<UringListener> {
+        if !socket2::SockRef::from(&fd).is_listener()? {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "adopt_listener: the socket is not listening",
+            ));
+        }
+        Ok(UringListener { fd })
+    }
+
+    /// A CONNECT linked to a LINK_TIMEOUT: the kernel cancels the connect when the timeout
+    /// fires, and the cancellation is reported as `TimedOut`.
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the CONNECT; the socket closes after its final completion.
+    async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<UringStream> {
+        let driver = driver::current()?;
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        socket.set_nodelay(true)?;
+        let keep = Box::new(ConnectKeep {
+            addr: socket2::SockAddr::from(addr),
+            timeout: types::Timespec::from(timeout.max(MIN_CONNECT_TIMEOUT)),
+            socket,
+        });
+        let mut sqes = [
+            opcode::Connect::new(
+                types::Fd(keep.socket.as_raw_fd()),
+                keep.addr.as_ptr(),
+                keep.addr.len(),
+            )
+            .build()
+            .flags(squeue::Flags::IO_LINK),
+            opcode::LinkTimeout::new(&keep.timeout)
+                .build()
+                .user_data(IGNORED_USER_DATA),
+        ];
+        // SAFETY: the address and timespec live in the Box, owned by the InFlight below until
+        // the connect's final completion (the kernel copies the timespec at submission, which
+        // precedes that completion).
+        let key = unsafe { driver.submit(&mut sqes) }?;
+        let (res, _, keep) = InFlight::new(driver, key, keep).complete().await;
+        match res {
+            0 => Ok(UringStream::new(OwnedFd::from(keep.socket), Some(addr))),
+            n if n == -libc::ECANCELED => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("connect to {addr} timed out"),
+            )),
+            n => Err(io::Error::from_raw_os_error(-n)),
+        }
+    }
+}

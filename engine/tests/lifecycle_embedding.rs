@@ -1,0 +1,29 @@
+//! Embedding manners: starting a server must not disturb the embedding program's own thread.
+//! io_uring rings torn down on a thread queue task work there, which turns a blocking socket
+//! read with a timeout into EINTR; the start-up probe must therefore not run on the caller's
+//! thread.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use ringway_tests::{gateway, gateway_config, get, origin};
+
+#[test]
+fn starting_servers_never_interrupts_the_callers_blocking_reads() {
+    for io in ["glommio", "uring", "glommio", "uring"] {
+        let o = origin();
+        let text = gateway_config(&[o.addr()], "")
+            .replace("[server]\n", &format!("[server]\nio = \"{io}\"\n"));
+        let gw = gateway(&text);
+        // A plain blocking read with a timeout on the thread that called Server::start.
+        let mut s = std::net::TcpStream::connect(gw.local_addrs()[0]).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(&get("/")).unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s
+            .read(&mut buf)
+            .unwrap_or_else(|e| panic!("{io}: the caller's read failed: {e}"));
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{io}");
+    }
+}

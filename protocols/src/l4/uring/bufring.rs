@@ -1,0 +1,124 @@
+//! The per-core provided-buffer ring: read buffers lent to the kernel, which picks one only when
+//! bytes arrive, so a connection waiting in `read` holds no buffer at all.
+//!
+//! A RECV with IOSQE_BUFFER_SELECT names the group instead of a buffer; its CQE carries the id
+//! of the buffer the kernel filled. The driver then takes that buffer out of the ring (it becomes
+//! an [`IoBuf`], returned to the per-core pool when dropped) and puts a fresh pool buffer in its
+//! place. When every buffer is taken the RECV fails with ENOBUFS and the stream falls back to a
+//! RECV into its own pooled buffer.
+
+use std::alloc::{alloc_zeroed, dealloc, Layout};
+use std::io;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+use io_uring::types::BufRingEntry;
+use io_uring::Submitter;
+
+use crate::l4::buf::{count_taken, take_uncounted, IoBuf, READ_BUF_SIZE};
+
+/// The buffer group id of this core's ring.
+pub(crate) const BUF_GROUP: u16 = 0;
+
+/// Buffers lent to the kernel per core (a power of two): the most reads that can complete
+/// without a consumer before RECVs fall back to their own buffers. 64 x 16 KiB = 1 MiB per core.
+const RING_ENTRIES: u16 = 64;
+
+/// Ring memory must be page-aligned.
+const PAGE: usize = 4096;
+
+/// The registered ring of buffer descriptors and the buffers they point at.
+pub(crate) struct BufRing {
+    entries: NonNull<BufRingEntry>,
+    layout: Layout,
+    /// The buffer lent under each id; `None` only transiently while being replaced.
+    bufs: Vec<Option<Vec<u8>>>,
+    /// Our copy of the ring's tail (the kernel reads the shared one).
+    tail: u16,
+}
+
+impl BufRing {
+    /// Allocates the ring, registers it as [`BUF_GROUP`] and lends it every buffer.
+    ///
+    /// # Errors
+    /// When the kernel refuses the registration (then reads use their own buffers).
+    pub(crate) fn register(submitter: &Submitter<'_>) -> io::Result<BufRing> {
+        let size = usize::from(RING_ENTRIES) * std::mem::size_of::<BufRingEntry>();
+        let layout = Layout::from_size_align(size.max(PAGE), PAGE)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        // SAFETY: a non-zero-sized, page-aligned layout.
+        let raw = unsafe { alloc_zeroed(layout) };
+        let entries = NonNull::new(raw.cast::<BufRingEntry>())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::OutOfMemory))?;
+        // SAFETY: the memory is page-aligned, zeroed, RING_ENTRIES entries long, and stays
+        // allocated until `Drop` has unregistered the group (or is leaked if that fails).
+        let registered = unsafe {
+            submitter.register_buf_ring_with_flags(raw as u64, RING_ENTRIES, BUF_GROUP, 0)
+        };
+        if let Err(e) = registered {
+            // SAFETY: allocated above with this layout and never registered.
+            unsafe { dealloc(raw, layout) };
+            return Err(e);
+        }
+        let mut ring = BufRing {
+            entries,
+            layout,
+            bufs: (0..RING_ENTRIES).map(|_| None).collect(),
+            tail: 0,
+        };
+        for bid in 0..RING_ENTRIES {
+            ring.lend(bid, take_uncounted());
+        }
+        ring.publish();
+        Ok(ring)
+    }
+
+    /// Writes the descriptor of `buf` under `bid` at our tail (published by [`Self::publish`]).
+    fn lend(&mut self, bid: u16, buf: Vec<u8>) {
+        let index = usize::from(self.tail & (RING_ENTRIES - 1));
+        // SAFETY: `index` is below RING_ENTRIES, within the allocation. Only addr, len and bid
+        // are written: the `resv` field of entry 0, which is the shared tail, is left alone.
+        let entry = unsafe { &mut *self.entries.as_ptr().add(index) };
+        entry.set_addr(buf.as_ptr() as u64);
+        entry.set_len(buf.len().min(READ_BUF_SIZE) as u32);
+        entry.set_bid(bid);
+        if let Some(slot) = self.bufs.get_mut(usize::from(bid)) {
+            *slot = Some(buf);
+        }
+        self.tail = self.tail.wrapping_add(1);
+    }
+
+    /// Makes the lent descriptors visible to the kernel.
+    fn publish(&self) {
+        // SAFETY: `entries` is the ring's base, page-aligned and initialised; the tail field is
+        // a naturally aligned u16 inside it, which the kernel only reads.
+        let tail = unsafe { BufRingEntry::tail(self.entries.as_ptr()) };
+        // SAFETY: as above; AtomicU16 has the layout of u16. Release orders the descriptor
+        // writes before the new tail.
+        unsafe { (*tail.cast::<AtomicU16>()).store(self.tail, Ordering::Release) };
+    }
+
+    /// Takes the buffer the kernel filled under `bid` (its first `len` bytes are data), lends a
+    /// fresh one in its place, and returns the filled one as an [`IoBuf`] counted in the pool.
+    pub(crate) fn take_filled(&mut self, bid: u16, len: usize) -> Option<IoBuf> {
+        let buf = self.bufs.get_mut(usize::from(bid))?.take()?;
+        self.lend(bid, take_uncounted());
+        self.publish();
+        count_taken();
+        Some(IoBuf::from_pooled(buf, len.min(READ_BUF_SIZE)))
+    }
+}
+
+impl BufRing {
+    /// Unregisters the group and frees the ring; with `kernel_may_still_use`, leaks it instead.
+    pub(crate) fn release(self, submitter: &Submitter<'_>, kernel_may_still_use: bool) {
+        if kernel_may_still_use || submitter.unregister_buf_ring(BUF_GROUP).is_err() {
+            std::mem::forget(self);
+            return;
+        }
+        // SAFETY: the group is unregistered: the kernel no longer reads the descriptors.
+        unsafe { dealloc(self.entries.as_ptr().cast(), self.layout) };
+        // The lent buffers were never counted as in use; they are plain heap memory now.
+        drop(self.bufs);
+    }
+}

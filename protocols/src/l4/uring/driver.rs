@@ -1,0 +1,758 @@
+//! The per-core ring and the glommio task that drives it: who submits, who reaps, and how the
+//! core sleeps without losing a wake-up.
+//!
+//! One ring per executor thread, created lazily on that thread (SINGLE_ISSUER | DEFER_TASKRUN:
+//! completions are produced only when this thread enters the ring with GETEVENTS). Operations
+//! queue SQEs without a syscall and wake the driver task; the driver submits and reaps once per
+//! executor turn and yields while work keeps coming. A turn with nothing queued and no
+//! IORING_SQ_TASKRUN flag makes no syscall. When a turn finds nothing while operations are in
+//! flight, the driver parks: it enables the ring's eventfd, fences, re-checks the ring, and only
+//! then waits for the eventfd through glommio's reactor, so glommio's own sleep covers it. See
+//! `docs/internals.md` for the reasoning and the measurements.
+
+use std::cell::{Cell, RefCell};
+use std::io;
+use std::mem::ManuallyDrop;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::{fence, Ordering};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use futures_lite::future::{poll_fn, yield_now};
+use futures_lite::AsyncRead;
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+
+use super::bufring::BufRing;
+use super::slots::{Key, Slots, IGNORED_USER_DATA};
+use super::UringStats;
+use crate::l4::buf::IoBuf;
+
+/// Submission queue entries per ring; a full queue is flushed early by the operation that
+/// found it full.
+const SQ_ENTRIES: u32 = 256;
+
+/// Completion queue entries per ring (the kernel buffers overflow beyond it, at a cost).
+const CQ_ENTRIES: u32 = 4096;
+
+/// How long a ring being torn down waits for its cancelled operations' final completions
+/// before leaking their buffers rather than freeing memory the kernel may still write.
+const TEARDOWN_WAIT: Duration = Duration::from_millis(200);
+
+/// Resources of an operation whose future was dropped before its completion arrived: kept
+/// alive in the slot until the final CQE, then told the result.
+pub(crate) trait Abandoned: 'static {
+    /// Receives the final result (`res` of the CQE) once the kernel is done with the resources.
+    /// By default the resources are simply dropped.
+    fn late_completion(self: Box<Self>, res: i32) {
+        let _ = res;
+    }
+}
+
+enum OpState {
+    /// Submitted (or queued); the future's waker, once it has polled.
+    Waiting(Option<Waker>),
+    /// The CQE arrived; the future has not collected it yet.
+    Done { res: i32, flags: u32 },
+    /// The future was dropped; the slot keeps its resources until the final CQE.
+    Abandoned(Box<dyn Abandoned>),
+}
+
+struct Inner {
+    ring: IoUring,
+    slots: Slots<OpState>,
+    /// The driver task's waker while it waits for work or is parked.
+    driver_waker: Option<Waker>,
+    /// Operations whose final CQE has not arrived yet (waiting or abandoned).
+    in_kernel: usize,
+    /// Read buffers lent to the kernel; `None` when the kernel refused the registration.
+    buf_ring: Option<BufRing>,
+    stats: UringStats,
+}
+
+/// One core's ring, its operations and its counters.
+pub(crate) struct Driver {
+    inner: RefCell<Inner>,
+    /// Registered with the ring; signalled by the kernel when deferred completions appear
+    /// while it is enabled.
+    eventfd: OwnedFd,
+    /// Whether a driver task is alive on this thread's executor.
+    task_alive: Cell<bool>,
+}
+
+thread_local! {
+    static DRIVER: RefCell<Option<Rc<Driver>>> = const { RefCell::new(None) };
+}
+
+/// This thread's driver, creating the ring and spawning its task on first use.
+///
+/// Must be called from inside a glommio executor (as every [`super::UringBackend`] operation
+/// is): the driver task is spawned onto the current executor.
+///
+/// # Errors
+/// When the ring or its eventfd cannot be created (io_uring disabled, out of memory or
+/// descriptors), or the thread is exiting.
+pub(crate) fn current() -> io::Result<Rc<Driver>> {
+    let driver = DRIVER
+        .try_with(|cell| -> io::Result<Rc<Driver>> {
+            if let Some(d) = cell.borrow().as_ref() {
+                return Ok(d.clone());
+            }
+            let d = Rc::new(Driver::new()?);
+            *cell.borrow_mut() = Some(d.clone());
+            Ok(d)
+        })
+        .map_err(|_| io::Error::other("io_uring driver: thread is exiting"))??;
+    if !driver.task_alive.get() {
+        // First use on this thread, or a previous executor on this thread has gone.
+        driver.task_alive.set(true);
+        glommio::spawn_local(drive(driver.clone())).detach();
+    }
+    Ok(driver)
+}
+
+/// This thread's ring counters, or zeroes when no ring was created here.
+pub(crate) fn stats() -> UringStats {
+    DRIVER
+        .try_with(|cell| match cell.borrow().as_ref() {
+            Some(d) => {
+                let inner = d.inner.borrow();
+                UringStats {
+                    in_flight: inner.slots.len(),
+                    ..inner.stats
+                }
+            }
+            None => UringStats::default(),
+        })
+        .unwrap_or_default()
+}
+
+fn new_ring() -> io::Result<IoUring> {
+    let build = |coop: bool| {
+        let mut b = IoUring::builder();
+        b.setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_taskrun_flag()
+            .setup_cqsize(CQ_ENTRIES);
+        if coop {
+            b.setup_coop_taskrun();
+        }
+        b.build(SQ_ENTRIES)
+    };
+    build(true).or_else(|_| build(false))
+}
+
+impl Driver {
+    fn new() -> io::Result<Driver> {
+        let mut ring = new_ring()?;
+        // SAFETY: plain eventfd creation; the result is checked before use.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if efd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `efd` is a fresh descriptor nobody else owns.
+        let eventfd = unsafe { OwnedFd::from_raw_fd(efd) };
+        ring.submitter().register_eventfd(eventfd.as_raw_fd())?;
+        // Notifications only while parked.
+        ring.completion().disable_eventfd();
+        // Saves the kernel a descriptor lookup per io_uring_enter; optional.
+        if let Err(e) = ring.submitter().register_ring_fd() {
+            log::debug!("io_uring: register_ring_fd unavailable: {e}");
+        }
+        let buf_ring = match BufRing::register(&ring.submitter()) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                log::info!("io_uring: no provided-buffer ring ({e}); reads use their own buffers");
+                None
+            }
+        };
+        Ok(Driver {
+            inner: RefCell::new(Inner {
+                ring,
+                slots: Slots::new(),
+                driver_waker: None,
+                in_kernel: 0,
+                buf_ring,
+                stats: UringStats::default(),
+            }),
+            eventfd,
+            task_alive: Cell::new(false),
+        })
+    }
+
+    /// Takes a slot and queues `entries` (the first carries the slot's key as user_data; the
+    /// others must carry [`IGNORED_USER_DATA`]). Nothing reaches the kernel before the driver's
+    /// next turn, unless the submission queue was full.
+    ///
+    /// # Safety
+    /// Every pointer in `entries` must stay valid until the operation's final completion: the
+    /// caller hands the memory it points to to an [`InFlight`] built from the returned key.
+    pub(crate) unsafe fn submit(&self, entries: &mut [squeue::Entry]) -> io::Result<Key> {
+        let mut inner = self.inner.borrow_mut();
+        let key = inner
+            .slots
+            .insert(OpState::Waiting(None))
+            .map_err(|_| io::Error::other("io_uring: out of operation slots"))?;
+        if let Some(first) = entries.first_mut() {
+            first.set_user_data(key.to_user_data());
+        }
+        // SAFETY: forwarded from the caller's contract.
+        if let Err(e) = unsafe { push_all(&mut inner, entries) } {
+            inner.slots.remove(key);
+            return Err(e);
+        }
+        inner.in_kernel += 1;
+        let waker = inner.driver_waker.take();
+        drop(inner);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(key)
+    }
+
+    /// Polls the operation named by `key`: its `(res, flags)` once the CQE has arrived, which
+    /// also frees the slot.
+    fn poll_op(&self, key: Key, cx: &mut Context<'_>) -> Poll<(i32, u32)> {
+        let mut inner = self.inner.borrow_mut();
+        // A replaced waker is dropped only after the borrow ends: dropping the last reference
+        // to a task may drop its future, whose InFlight would re-enter the driver.
+        let mut replaced = None;
+        let out = match inner.slots.get_mut(key) {
+            Some(OpState::Done { res, flags }) => {
+                let out = (*res, *flags);
+                inner.slots.remove(key);
+                Poll::Ready(out)
+            }
+            Some(OpState::Waiting(waker)) => {
+                match waker {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    _ => replaced = waker.replace(cx.waker().clone()),
+                }
+                Poll::Pending
+            }
+            // Not reachable through `InFlight`, which stops polling after Ready.
+            Some(OpState::Abandoned(_)) | None => Poll::Ready((-libc::ECANCELED, 0)),
+        };
+        drop(inner);
+        drop(replaced);
+        out
+    }
+
+    /// Whether the CQE of `key` has arrived and waits to be collected.
+    fn is_done(&self, key: Key) -> bool {
+        matches!(
+            self.inner.borrow_mut().slots.get_mut(key),
+            Some(OpState::Done { .. })
+        )
+    }
+
+    /// The future of `key` was dropped: keep `res` alive until the final CQE and ask the kernel
+    /// to cancel the operation.
+    fn abandon(&self, key: Key, resources: Box<dyn Abandoned>) {
+        let mut inner = self.inner.borrow_mut();
+        let state = match inner.slots.get_mut(key) {
+            Some(state) => state,
+            None => {
+                drop(inner);
+                resources.late_completion(-libc::ECANCELED);
+                return;
+            }
+        };
+        match state {
+            OpState::Waiting(_) => {
+                // The old state's waker is dropped after the borrow ends (see `poll_op`).
+                let old = std::mem::replace(state, OpState::Abandoned(resources));
+                inner.stats.cancels += 1;
+                let mut cancel = [opcode::AsyncCancel::new(key.to_user_data())
+                    .build()
+                    .user_data(IGNORED_USER_DATA)
+                    .flags(squeue::Flags::SKIP_SUCCESS)];
+                // SAFETY: ASYNC_CANCEL carries no pointers.
+                if let Err(e) = unsafe { push_all(&mut inner, &mut cancel) } {
+                    // The operation then ends on its own; its resources wait in the slot.
+                    log::warn!("io_uring: could not queue a cancellation: {e}");
+                }
+                let waker = inner.driver_waker.take();
+                drop(inner);
+                drop(old);
+                if let Some(w) = waker {
+                    w.wake();
+                }
+            }
+            OpState::Done { res, flags } => {
+                let (res, flags) = (*res, *flags);
+                inner.slots.remove(key);
+                drop(inner);
+                drop(self.take_selected(res, flags));
+                resources.late_completion(res);
+            }
+            OpState::Abandoned(_) => {
+                drop(inner);
+                resources.late_completion(-libc::ECANCELED);
+            }
+        }
+    }
+
+    /// One turn: submit what is queued, run deferred completions, reap the CQ and wake the
+    /// operations. Returns how many SQEs were submitted plus CQEs reaped. Makes no syscall
+    /// when nothing is queued and the kernel has flagged no deferred work.
+    fn turn(&self) -> usize {
+        let mut wake = Vec::new();
+        let mut late = Vec::new();
+        let progressed = {
+            let mut guard = self.inner.borrow_mut();
+            let inner = &mut *guard;
+            let (queued, taskrun, overflow) = {
+                let sq = inner.ring.submission();
+                (sq.len(), sq.taskrun(), sq.cq_overflow())
+            };
+            let mut submitted = 0;
+            if queued > 0 || taskrun || overflow {
+                inner.stats.enters += 1;
+                // GETEVENTS runs the deferred completions; the crate adds it when TASKRUN or
+                // overflow is flagged, and completions of the SQEs issued inline are posted
+                // during the submit itself.
+                match inner.ring.submitter().submit_and_wait(0) {
+                    Ok(n) => submitted = n,
+                    Err(e) => match e.raw_os_error() {
+                        Some(libc::EINTR | libc::EAGAIN | libc::EBUSY) => {}
+                        _ => log::error!("io_uring_enter failed: {e}"),
+                    },
+                }
+                inner.stats.submitted += submitted as u64;
+            }
+            let mut reaped = 0;
+            for cqe in inner.ring.completion() {
+                reaped += 1;
+                dispatch(
+                    &mut inner.slots,
+                    &mut inner.in_kernel,
+                    &mut inner.stats,
+                    &cqe,
+                    &mut wake,
+                    &mut late,
+                );
+            }
+            inner.stats.completions += reaped as u64;
+            submitted + reaped
+        };
+        for w in wake {
+            w.wake();
+        }
+        for (resources, res, flags) in late {
+            // A buffer the kernel picked for an abandoned RECV goes back to the ring.
+            drop(self.take_selected(res, flags));
+            resources.late_completion(res);
+        }
+        progressed
+    }
+
+    fn in_flight(&self) -> usize {
+        self.inner.borrow().slots.len()
+    }
+
+    /// Ready when SQEs are queued; otherwise registers the driver's waker.
+    fn poll_queued(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut inner = self.inner.borrow_mut();
+        if !inner.ring.submission().is_empty() {
+            return Poll::Ready(());
+        }
+        let replaced = match &inner.driver_waker {
+            Some(w) if w.will_wake(cx.waker()) => None,
+            _ => inner.driver_waker.replace(cx.waker().clone()),
+        };
+        drop(inner);
+        drop(replaced);
+        Poll::Pending
+    }
+
+    /// Prepares to sleep: enables the eventfd, fences, then re-checks the ring. Returns false
+    /// (and disables the eventfd again) when work turned up meanwhile: the kernel signals the
+    /// eventfd only when deferred work goes from none to some, so work that arrived while it
+    /// was disabled would otherwise never wake us.
+    fn arm_eventfd(&self) -> bool {
+        let mut inner = self.inner.borrow_mut();
+        inner.ring.completion().enable_eventfd();
+        fence(Ordering::SeqCst);
+        let busy = {
+            let sq = inner.ring.submission();
+            !sq.is_empty() || sq.taskrun() || sq.cq_overflow()
+        } || !inner.ring.completion().is_empty();
+        if busy {
+            inner.ring.completion().disable_eventfd();
+            return false;
+        }
+        inner.stats.parks += 1;
+        true
+    }
+
+    fn disarm_eventfd(&self) {
+        self.inner.borrow_mut().ring.completion().disable_eventfd();
+    }
+
+    /// Counts a park ended by the eventfd.
+    fn count_eventfd_wakeup(&self) {
+        self.inner.borrow_mut().stats.eventfd_wakeups += 1;
+    }
+
+    /// Whether reads can let the kernel pick their buffer from this core's ring.
+    pub(crate) fn has_buf_ring(&self) -> bool {
+        self.inner.borrow().buf_ring.is_some()
+    }
+
+    /// The buffer the kernel picked for a RECV whose CQE has `flags` (IORING_CQE_F_BUFFER),
+    /// holding its first `res` bytes; a fresh buffer takes its place in the ring.
+    pub(crate) fn take_selected(&self, res: i32, flags: u32) -> Option<IoBuf> {
+        let bid = cqueue::buffer_select(flags)?;
+        let mut inner = self.inner.borrow_mut();
+        inner
+            .buf_ring
+            .as_mut()?
+            .take_filled(bid, res.max(0) as usize)
+    }
+
+    /// Adds one ring-exhausted RECV to the counters.
+    pub(crate) fn count_buffer_fallback(&self) {
+        self.inner.borrow_mut().stats.recv_buffer_fallbacks += 1;
+    }
+
+    /// Adds one short send to the counters.
+    pub(crate) fn count_short_send(&self) {
+        self.inner.borrow_mut().stats.short_sends += 1;
+    }
+}
+
+/// Routes one CQE to its slot: wakes a waiting future, or releases an abandoned operation's
+/// resources. A stale key (a recycled slot) is counted and dropped.
+fn dispatch(
+    slots: &mut Slots<OpState>,
+    in_kernel: &mut usize,
+    stats: &mut UringStats,
+    cqe: &cqueue::Entry,
+    wake: &mut Vec<Waker>,
+    late: &mut Vec<(Box<dyn Abandoned>, i32, u32)>,
+) {
+    let user_data = cqe.user_data();
+    if user_data == IGNORED_USER_DATA {
+        return;
+    }
+    let key = Key::from_user_data(user_data);
+    let (res, flags) = (cqe.result(), cqe.flags());
+    match slots.get_mut(key) {
+        Some(state @ OpState::Waiting(_)) => {
+            *in_kernel = in_kernel.saturating_sub(1);
+            if let OpState::Waiting(Some(w)) =
+                std::mem::replace(state, OpState::Done { res, flags })
+            {
+                wake.push(w);
+            }
+        }
+        Some(OpState::Abandoned(_)) => {
+            *in_kernel = in_kernel.saturating_sub(1);
+            if let Some(OpState::Abandoned(resources)) = slots.remove(key) {
+                late.push((resources, res, flags));
+            }
+        }
+        Some(OpState::Done { .. }) | None => stats.stale_completions += 1,
+    }
+}
+
+/// Pushes `entries` contiguously, flushing the submission queue once if they do not fit.
+///
+/// # Safety
+/// As [`Driver::submit`].
+unsafe fn push_all(inner: &mut Inner, entries: &mut [squeue::Entry]) -> io::Result<()> {
+    for attempt in 0..2 {
+        {
+            let mut sq = inner.ring.submission();
+            if sq.capacity() - sq.len() >= entries.len() {
+                // SAFETY: the caller keeps every pointer valid until the final completion.
+                return unsafe { sq.push_multiple(entries) }
+                    .map_err(|_| io::Error::other("io_uring: submission queue full"));
+            }
+        }
+        if attempt == 0 {
+            inner.stats.enters += 1;
+            let n = inner.ring.submitter().submit()?;
+            inner.stats.submitted += n as u64;
+        }
+    }
+    Err(io::Error::other("io_uring: submission queue full"))
+}
+
+/// An operation in flight, holding the resources the kernel may touch until its completion.
+///
+/// Dropping it before completion moves the resources into the slot and queues an
+/// ASYNC_CANCEL: they are released (and told the result) when the final CQE arrives.
+pub(crate) struct InFlight<R: Abandoned> {
+    driver: Rc<Driver>,
+    key: Key,
+    /// `(res, flags)` once the CQE has been collected (the slot is then free).
+    done: Option<(i32, u32)>,
+    resources: ManuallyDrop<R>,
+}
+
+impl<R: Abandoned> InFlight<R> {
+    /// Tracks the operation submitted as `key`, whose memory lives in `resources`.
+    pub(crate) fn new(driver: Rc<Driver>, key: Key, resources: R) -> InFlight<R> {
+        InFlight {
+            driver,
+            key,
+            done: None,
+            resources: ManuallyDrop::new(resources),
+        }
+    }
+
+    /// Ready with `(res, flags)` once the CQE has arrived; may be polled again afterwards.
+    pub(crate) fn poll_done(&mut self, cx: &mut Context<'_>) -> Poll<(i32, u32)> {
+        if let Some(done) = self.done {
+            return Poll::Ready(done);
+        }
+        let done = std::task::ready!(self.driver.poll_op(self.key, cx));
+        self.done = Some(done);
+        Poll::Ready(done)
+    }
+
+    /// Whether the CQE has arrived (collected or not), without polling.
+    pub(crate) fn has_completed(&self) -> bool {
+        self.done.is_some() || self.driver.is_done(self.key)
+    }
+
+    /// The result and the resources, once [`InFlight::poll_done`] has returned Ready; `None`
+    /// (and the operation abandoned as on drop) before that.
+    pub(crate) fn into_result(self) -> Option<(i32, u32, R)> {
+        let (res, flags) = self.done?;
+        Some((res, flags, self.into_resources()))
+    }
+
+    /// Waits for the completion and returns `(res, flags, resources)`.
+    ///
+    /// # Cancellation
+    /// Dropping the future cancels the operation; the resources live until its final CQE.
+    pub(crate) async fn complete(mut self) -> (i32, u32, R) {
+        let (res, flags) = poll_fn(|cx| self.poll_done(cx)).await;
+        (res, flags, self.into_resources())
+    }
+
+    /// Gives the resources back without the abandoning Drop; only once `done` is set.
+    fn into_resources(self) -> R {
+        debug_assert!(self.done.is_some());
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped, so `resources` is taken exactly once and the driver
+        // Rc is moved out exactly once (and dropped here); neither is used again.
+        let resources = unsafe { ManuallyDrop::take(&mut this.resources) };
+        // SAFETY: as above.
+        drop(unsafe { std::ptr::read(&this.driver) });
+        resources
+    }
+}
+
+impl<R: Abandoned> Drop for InFlight<R> {
+    fn drop(&mut self) {
+        // SAFETY: Drop runs once and `resources` is not touched afterwards.
+        let resources = unsafe { ManuallyDrop::take(&mut self.resources) };
+        if let Some((res, flags)) = self.done {
+            // Completed and collected: the kernel is done with the memory. A ring buffer it
+            // picked, if nobody took it, goes back to the ring.
+            drop(self.driver.take_selected(res, flags));
+            drop(resources);
+        } else {
+            self.driver.abandon(self.key, Box::new(resources));
+        }
+    }
+}
+
+/// Marks the driver task gone when its future is dropped (executor teardown), so the next
+/// executor on this thread spawns a new one.
+struct TaskAlive(Rc<Driver>);
+
+impl Drop for TaskAlive {
+    fn drop(&mut self) {
+        self.0.task_alive.set(false);
+        let waker = match self.0.inner.try_borrow_mut() {
+            Ok(mut inner) => inner.driver_waker.take(),
+            Err(_) => None,
+        };
+        drop(waker);
+        self.0.shutdown();
+    }
+}
+
+/// The driver task: submit and reap once per turn, yield while work keeps coming, park only
+/// when nothing is left.
+async fn drive(driver: Rc<Driver>) {
+    let _alive = TaskAlive(driver.clone());
+    let mut watch = EventfdWatch {
+        eventfd: driver.eventfd.as_raw_fd(),
+        stream: None,
+    };
+    loop {
+        if driver.turn() > 0 {
+            // Let the woken operations run and queue their next SQEs: one batch per turn.
+            yield_now().await;
+            continue;
+        }
+        if driver.in_flight() == 0 {
+            poll_fn(|cx| driver.poll_queued(cx)).await;
+            continue;
+        }
+        if !driver.arm_eventfd() {
+            continue;
+        }
+        let mut first_poll = true;
+        let fired = poll_fn(|cx| {
+            if driver.poll_queued(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            let woken = !first_poll;
+            first_poll = false;
+            watch.poll_fired(cx, woken).map(|()| true)
+        })
+        .await;
+        driver.disarm_eventfd();
+        if fired {
+            driver.count_eventfd_wakeup();
+        }
+    }
+}
+
+/// Waits for the ring's eventfd through glommio's reactor, so that glommio's park covers it.
+///
+/// glommio 0.9 exposes no "await readability of this fd" call. Its TCP stream, though, arms an
+/// io_uring POLL_ADD for read readiness on the descriptor it is built from and reports nothing
+/// until that poll completes; only then does a read try `recv`, which on an eventfd fails with
+/// ENOTSOCK. So a stream built on a duplicate of the eventfd is a one-shot readiness watch:
+/// `Pending` until the eventfd is readable. A fired watch is dropped (closing the duplicate) and
+/// the next park builds a fresh one; an unfired watch stays armed across parks at no cost.
+struct EventfdWatch {
+    eventfd: RawFd,
+    stream: Option<glommio::net::TcpStream>,
+}
+
+impl EventfdWatch {
+    /// Ready once the eventfd has fired, with its counter consumed. `woken` says this is a
+    /// re-poll within one park (a wake-up), when a non-blocking read of the counter tells
+    /// whether it fired more cheaply than the stream's failing `recv` would.
+    fn poll_fired(&mut self, cx: &mut Context<'_>, woken: bool) -> Poll<()> {
+        if woken && self.stream.is_some() && self.consume() {
+            self.stream = None;
+            return Poll::Ready(());
+        }
+        let stream = match &mut self.stream {
+            Some(s) => s,
+            None => {
+                // SAFETY: F_DUPFD_CLOEXEC on our own eventfd; the result is checked.
+                let dup = unsafe { libc::fcntl(self.eventfd, libc::F_DUPFD_CLOEXEC, 0) };
+                if dup < 0 {
+                    log::error!(
+                        "io_uring: cannot watch the ring's eventfd: {}",
+                        io::Error::last_os_error()
+                    );
+                    // Without a watch the driver spins rather than sleeps: correct, not lean.
+                    return Poll::Ready(());
+                }
+                // SAFETY: `dup` is a fresh descriptor owned by nobody else; the stream closes
+                // it when dropped.
+                self.stream
+                    .insert(unsafe { glommio::net::TcpStream::from_raw_fd(dup) })
+            }
+        };
+        let mut scratch = [0u8; 8];
+        match Pin::new(stream).poll_read(cx, &mut scratch) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(_) => {
+                // The poll completed (the eventfd fired during an earlier park and was not
+                // consumed, or a spurious completion): start afresh.
+                self.stream = None;
+                self.consume();
+                Poll::Ready(())
+            }
+        }
+    }
+
+    /// Reads (and so resets) the eventfd's counter; true when it had fired.
+    fn consume(&self) -> bool {
+        let mut value = 0u64;
+        // SAFETY: an 8-byte read into a u64 on the stack from our non-blocking eventfd.
+        let n = unsafe {
+            libc::read(
+                self.eventfd,
+                (&mut value as *mut u64).cast(),
+                std::mem::size_of::<u64>(),
+            )
+        };
+        n == std::mem::size_of::<u64>() as isize
+    }
+}
+
+impl Driver {
+    /// Cancels every operation still in the kernel and reaps final completions for a bounded
+    /// time, releasing abandoned operations' resources. Run when the executor drops the driver
+    /// task (thread-locals such as the buffer pool are still alive then) and again when the
+    /// thread-local driver itself is dropped.
+    fn shutdown(&self) {
+        let Ok(mut guard) = self.inner.try_borrow_mut() else {
+            return;
+        };
+        let inner = &mut *guard;
+        if inner.in_kernel == 0 {
+            return;
+        }
+        // 1. Ask the kernel to cancel everything in flight.
+        let mut cancel = [opcode::AsyncCancel2::new(types::CancelBuilder::any())
+            .build()
+            .user_data(IGNORED_USER_DATA)];
+        // SAFETY: ASYNC_CANCEL carries no pointers.
+        let _ = unsafe { push_all(inner, &mut cancel) };
+        // 2. Reap final completions for a bounded time.
+        let deadline = std::time::Instant::now() + TEARDOWN_WAIT;
+        let mut late = Vec::new();
+        let mut wake = Vec::new();
+        while inner.in_kernel > 0 && std::time::Instant::now() < deadline {
+            let ts = types::Timespec::from(Duration::from_millis(10));
+            let args = types::SubmitArgs::new().timespec(&ts);
+            let _ = inner.ring.submitter().submit_with_args(1, &args);
+            for cqe in inner.ring.completion() {
+                dispatch(
+                    &mut inner.slots,
+                    &mut inner.in_kernel,
+                    &mut inner.stats,
+                    &cqe,
+                    &mut wake,
+                    &mut late,
+                );
+            }
+        }
+        drop(guard);
+        // Futures still alive see their (cancelled) result when next polled.
+        for w in wake {
+            w.wake();
+        }
+        for (resources, res, flags) in late {
+            // A resource's drop may touch a thread-local that is already gone at thread exit
+            // (the buffer pool): losing that buffer beats aborting the thread.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                drop(self.take_selected(res, flags));
+                resources.late_completion(res)
+            }));
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        self.shutdown();
+        let inner = self.inner.get_mut();
+        if let Some(buf_ring) = inner.buf_ring.take() {
+            buf_ring.release(&inner.ring.submitter(), inner.in_kernel > 0);
+        }
+        // Whatever is still in flight may yet be touched by the kernel: leak it rather than
+        // free memory under a live operation. Closing the ring then cancels it for good.
+        for state in self.inner.get_mut().slots.drain() {
+            if let OpState::Abandoned(resources) = state {
+                std::mem::forget(resources);
+            }
+        }
+    }
+}

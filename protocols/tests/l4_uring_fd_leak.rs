@@ -1,0 +1,451 @@
+//! Cancellation and leak tests for the io_uring backend, narrated in the manner of monoio's
+//! `tests/fd_leak.rs`: each drops a future while the kernel still owns its operation, then
+//! checks that the buffer lived until the final completion, went back to the pool, and that no
+//! descriptor outlived its owner. Descriptors are counted in /proc/self/fd (the ring's own
+//! anonymous inodes excluded), so the tests in this file run one at a time.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream as StdStream};
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::sync::{mpsc, Mutex};
+use std::time::Duration;
+
+use futures_lite::future;
+use glommio::timer::sleep;
+use glommio::LocalExecutorBuilder;
+use ringway_protocols::l4::uring::{self, UringBackend};
+use ringway_protocols::l4::{pool_stats, Backend, Listener, StableBuf, Stream};
+
+/// The tests count process-wide descriptors: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `f` on a fresh glommio executor and fails the test if it takes longer than `limit`.
+fn run_bounded<F, Fut>(limit: Duration, f: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    let (tx, rx) = mpsc::channel();
+    let handle = LocalExecutorBuilder::default()
+        .spawn(move || async move {
+            f().await;
+            let _ = tx.send(());
+        })
+        .unwrap();
+    match rx.recv_timeout(limit) {
+        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => handle.join().unwrap(),
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("test exceeded {limit:?}"),
+    }
+}
+
+fn listening_socket(backlog: i32) -> (OwnedFd, SocketAddr) {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.set_reuse_port(true).unwrap();
+    s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    s.listen(backlog).unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap();
+    (OwnedFd::from(s), addr)
+}
+
+/// Open descriptors of this process that are not anonymous inodes (rings, eventfds, which
+/// glommio and the driver keep per executor): sockets, pipes and files.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter(|target| !target.to_string_lossy().starts_with("anon_inode:"))
+        .count()
+}
+
+/// Resident set size of this process.
+fn rss_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// Lets the driver run until no operation is in flight on this core (bounded).
+async fn settle() {
+    for _ in 0..2000 {
+        if uring::stats().in_flight == 0 {
+            return;
+        }
+        sleep(Duration::from_millis(1)).await;
+    }
+    panic!("operations still in flight: {:?}", uring::stats());
+}
+
+/// `fut` if it finishes within `dur`; otherwise it is dropped mid-flight and `None` returned.
+async fn within<T>(dur: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    future::or(async { Some(fut.await) }, async {
+        sleep(dur).await;
+        None
+    })
+    .await
+}
+
+#[test]
+fn a_read_dropped_mid_flight_loses_no_bytes() {
+    let _serial = serial();
+    let (fd, addr) = listening_socket(16);
+    // 1. A peer connects and stays silent for now.
+    let mut peer = StdStream::connect(addr).unwrap();
+    run_bounded(Duration::from_secs(10), move || async move {
+        let listener = UringBackend::adopt_listener(fd).unwrap();
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let pool_before = pool_stats().in_use;
+        // 2. A read waits for bytes that do not come yet; a timeout drops its future.
+        let r = within(Duration::from_millis(50), stream.read()).await;
+        assert!(r.is_none(), "the read cannot have completed");
+        // 3. The RECV was not cancelled: it belongs to the stream and stays armed. It holds no
+        //    buffer: the kernel picks one from the provided-buffer ring when bytes arrive.
+        let st = uring::stats();
+        assert_eq!((st.in_flight, st.cancels), (1, 0), "{st:?}");
+        assert_eq!(pool_stats().in_use, pool_before);
+        // 4. The peer now sends; the kernel completes the orphaned RECV...
+        assert!(stream.is_idle_and_open());
+        peer.write_all(b"hello").unwrap();
+        sleep(Duration::from_millis(20)).await;
+        assert!(
+            !stream.is_idle_and_open(),
+            "bytes held by the orphaned RECV make the stream not idle"
+        );
+        // 5. ...and the next read returns those bytes: nothing was lost.
+        let got = stream.read().await.unwrap().unwrap();
+        assert_eq!(&got[..], b"hello");
+        drop(got);
+        assert_eq!(pool_stats().in_use, pool_before);
+        assert_eq!(uring::stats().in_flight, 0);
+        drop(stream);
+        drop(listener);
+    });
+}
+
+#[test]
+fn a_stream_dropped_with_a_read_in_flight_cancels_it_and_leaks_nothing() {
+    let _serial = serial();
+    let (fd, addr) = listening_socket(16);
+    // 1. A peer connects and stays silent.
+    let mut peer = StdStream::connect(addr).unwrap();
+    run_bounded(Duration::from_secs(10), move || async move {
+        let listener = UringBackend::adopt_listener(fd).unwrap();
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let fds_with_stream = open_fds();
+        let pool_before = pool_stats().in_use;
+        // 2. A read is abandoned by a timeout; its RECV stays armed inside the stream.
+        assert!(within(Duration::from_millis(50), stream.read())
+            .await
+            .is_none());
+        // 3. Dropping the stream closes its descriptor at once and queues an ASYNC_CANCEL for
+        //    the RECV, which stays in flight until the cancellation's final completion (it
+        //    holds no buffer: a ring buffer is picked only when bytes arrive).
+        drop(stream);
+        assert_eq!(
+            open_fds(),
+            fds_with_stream - 1,
+            "the stream's socket is closed"
+        );
+        let st = uring::stats();
+        assert_eq!((st.in_flight, st.cancels), (1, 1), "{st:?}");
+        assert_eq!(pool_stats().in_use, pool_before);
+        // 4. The driver submits the cancel and reaps the RECV's -ECANCELED.
+        settle().await;
+        assert_eq!(pool_stats().in_use, pool_before);
+        assert_eq!(pool_stats().in_use, 0);
+        drop(listener);
+    });
+    // 5. The peer sees the close.
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut b = [0u8; 1];
+    assert_eq!(
+        peer.read(&mut b).unwrap(),
+        0,
+        "EOF after the stream was dropped"
+    );
+}
+
+#[test]
+fn abandoned_accept_that_won_the_race_closes_its_connection() {
+    let _serial = serial();
+    let (fd, addr) = listening_socket(16);
+    // 1. A client is already in the accept queue.
+    let mut client = StdStream::connect(addr).unwrap();
+    run_bounded(Duration::from_secs(10), move || async move {
+        let listener = UringBackend::adopt_listener(fd).unwrap();
+        let baseline = open_fds();
+        // 2. An accept is polled once (its SQE is queued, not yet submitted) and dropped.
+        assert!(future::poll_once(listener.accept()).await.is_none());
+        // 3. The driver's next turn submits the ACCEPT and its ASYNC_CANCEL together. The
+        //    ACCEPT completes inline with the queued client before the cancel can find it, so
+        //    its CQE brings a new descriptor to an abandoned slot, which closes it.
+        settle().await;
+        assert_eq!(open_fds(), baseline, "the late connection was closed");
+        assert_eq!(uring::stats().cancels, 1);
+        drop(listener);
+    });
+    // 4. The client sees its connection closed rather than hanging in a backlog.
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    assert_eq!(client.read(&mut b).unwrap(), 0);
+}
+
+/// A write buffer that reports when it is dropped.
+struct Tracked {
+    bytes: Vec<u8>,
+    dropped: Rc<Cell<bool>>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.dropped.set(true);
+    }
+}
+
+// SAFETY: the bytes live in a heap Vec that is never resized while owned.
+unsafe impl StableBuf for Tracked {
+    fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+#[test]
+fn dropped_write_keeps_its_buffer_until_the_final_completion() {
+    let _serial = serial();
+    let (fd, addr) = listening_socket(16);
+    // 1. A peer that connects and never reads: the SEND stalls once the buffers fill.
+    let peer = StdStream::connect(addr).unwrap();
+    run_bounded(Duration::from_secs(10), move || async move {
+        let listener = UringBackend::adopt_listener(fd).unwrap();
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let baseline = open_fds();
+        let dropped = Rc::new(Cell::new(false));
+        let buf = Tracked {
+            bytes: vec![0x5a; 32 << 20],
+            dropped: dropped.clone(),
+        };
+        // 2. write_all is cut short by a timeout while a SEND is in flight.
+        let r = within(Duration::from_millis(100), stream.write_all(buf)).await;
+        assert!(
+            r.is_none(),
+            "32 MiB cannot fit a non-reading peer's buffers"
+        );
+        // 3. The future is gone, yet the buffer is not: the kernel may still read from it.
+        //    (The second operation in flight is the stream's read-ahead RECV.)
+        assert!(!dropped.get(), "buffer freed under an in-flight SEND");
+        assert_eq!(uring::stats().in_flight, 2);
+        // 4. After the cancelled SEND's final completion the slot releases the buffer.
+        for _ in 0..2000 {
+            if dropped.get() {
+                break;
+            }
+            sleep(Duration::from_millis(1)).await;
+        }
+        assert!(dropped.get(), "buffer released after the final completion");
+        assert_eq!(uring::stats().in_flight, 1, "only the read-ahead RECV");
+        // 5. The stream closes on drop, cancelling its RECV; nothing stays in flight.
+        drop(stream);
+        assert_eq!(open_fds(), baseline - 1);
+        settle().await;
+        assert_eq!(pool_stats().in_use, 0);
+        drop(listener);
+    });
+    drop(peer);
+}
+
+#[test]
+fn dropped_connect_closes_its_socket() {
+    let _serial = serial();
+    // 1. A listener whose backlog is full drops SYNs: a connect to it stays in flight.
+    let (fd, addr) = listening_socket(0);
+    let mut fillers = Vec::new();
+    while StdStream::connect_timeout(&addr, Duration::from_millis(200))
+        .map(|s| fillers.push(s))
+        .is_ok()
+    {
+        assert!(fillers.len() < 64, "backlog never filled");
+    }
+    run_bounded(Duration::from_secs(10), move || async move {
+        let baseline = open_fds();
+        // 2. A connect with a long linked timeout is dropped after 50 ms.
+        let r = within(
+            Duration::from_millis(50),
+            UringBackend::connect(addr, Duration::from_secs(30)),
+        )
+        .await;
+        assert!(r.is_none());
+        // 3. Its socket stays open while the CONNECT is in flight, then closes with the final
+        //    completion of the cancellation.
+        settle().await;
+        assert_eq!(open_fds(), baseline, "the connecting socket was closed");
+    });
+    drop(fillers);
+    drop(fd);
+}
+
+#[test]
+fn ten_thousand_connect_close_cycles_leave_the_fd_count_unchanged() {
+    // `RINGWAY_URING_CYCLES=100000` runs the longer soak.
+    let cycles: usize = std::env::var("RINGWAY_URING_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let _serial = serial();
+    let (fd, addr) = listening_socket(1024);
+    run_bounded(Duration::from_secs(120), move || async move {
+        let listener = Rc::new(UringBackend::adopt_listener(fd).unwrap());
+        // 1. The server side accepts and closes at once, so the server holds TIME_WAIT and
+        //    the client's ephemeral ports are not exhausted.
+        let l = listener.clone();
+        let server = glommio::spawn_local(async move {
+            loop {
+                let (s, _) = l.accept().await.unwrap();
+                drop(s);
+            }
+        })
+        .detach();
+        // 2. One warm-up cycle creates the ring, the pools and the driver's state.
+        let cycle = || async {
+            let mut s = UringBackend::connect(addr, Duration::from_secs(5))
+                .await
+                .unwrap();
+            // EOF proves the server closed its end before the client closes its own.
+            assert!(s.read().await.unwrap().is_none());
+        };
+        cycle().await;
+        let baseline = open_fds();
+        let rss_before = rss_bytes();
+        // 3. Ten thousand connect, read-EOF, close cycles.
+        for _ in 0..cycles {
+            cycle().await;
+        }
+        // 4. Same descriptors as before, RSS within 4 MiB, every buffer back, nothing in
+        //    flight but the server's pending accept, which is cancelled with its task.
+        assert_eq!(
+            open_fds(),
+            baseline,
+            "descriptors leaked over {cycles} cycles"
+        );
+        let grown = rss_bytes().saturating_sub(rss_before);
+        println!("{cycles} connect/close cycles: RSS grew by {grown} bytes");
+        assert!(
+            grown < 4 << 20,
+            "RSS grew by {grown} bytes over {cycles} cycles"
+        );
+        assert_eq!(pool_stats().in_use, 0);
+        assert_eq!(uring::stats().in_flight, 1, "only the waiting accept");
+        server.cancel();
+        settle().await;
+        assert_eq!(open_fds(), baseline);
+        drop(listener);
+    });
+}
+
+#[test]
+fn a_stream_dropped_with_unread_bytes_closes_and_resets() {
+    let _serial = serial();
+    let (fd, addr) = listening_socket(16);
+    let mut peer = StdStream::connect(addr).unwrap();
+    // 1. The peer sends more than the server will read.
+    peer.write_all(&[1u8; 1000]).unwrap();
+    run_bounded(Duration::from_secs(10), move || async move {
+        let listener = UringBackend::adopt_listener(fd).unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let with_stream = open_fds();
+        // 2. The stream is dropped without reading: the socket closes immediately.
+        drop(stream);
+        assert_eq!(open_fds(), with_stream - 1);
+        assert_eq!(pool_stats().in_use, 0);
+        drop(listener);
+    });
+    // 3. Closing with unread data sends a reset; the peer's read fails or sees EOF, never
+    //    hangs.
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut b = [0u8; 1];
+    match peer.read(&mut b) {
+        Ok(0) | Err(_) => {}
+        Ok(n) => panic!("read {n} bytes from a closed stream"),
+    }
+}
+
+#[test]
+fn idle_connections_waiting_in_read_hold_no_buffer() {
+    const CONNS: usize = 1000;
+    let _serial = serial();
+    let (fd, addr) = listening_socket(1024);
+    // 1. A thousand peers connect and stay silent, like idle keep-alive clients.
+    let peers: Vec<StdStream> = (0..CONNS)
+        .map(|_| StdStream::connect(addr).unwrap())
+        .collect();
+    run_bounded(Duration::from_secs(30), move || async move {
+        let listener = UringBackend::adopt_listener(fd).unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..CONNS {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tasks.push(glommio::spawn_local(async move {
+                s.read().await.map(|b| b.is_none())
+            }));
+        }
+        // 2. Every connection now waits in `read` with a RECV in the kernel...
+        for _ in 0..2000 {
+            if uring::stats().in_flight >= CONNS {
+                break;
+            }
+            sleep(Duration::from_millis(1)).await;
+        }
+        assert!(uring::stats().in_flight >= CONNS);
+        // 3. ...and none of them holds a read buffer: the kernel picks one from the per-core
+        //    provided-buffer ring only when bytes arrive.
+        assert_eq!(pool_stats().in_use, 0, "an idle connection held a buffer");
+        drop(tasks);
+        settle().await;
+        drop(listener);
+    });
+    drop(peers);
+}
+
+#[test]
+fn an_executor_that_stops_with_operations_in_flight_shuts_down_cleanly() {
+    let _serial = serial();
+    let (fd, addr) = listening_socket(16);
+    let peers: Vec<StdStream> = (0..8).map(|_| StdStream::connect(addr).unwrap()).collect();
+    // 1. Streams wait in `read` inside detached tasks, a write is stalled on a peer that does
+    //    not read, and an accept waits: all in the kernel when the executor's main future
+    //    returns.
+    run_bounded(Duration::from_secs(10), move || async move {
+        let listener = Rc::new(UringBackend::adopt_listener(fd).unwrap());
+        for i in 0..8 {
+            let (mut s, _) = listener.accept().await.unwrap();
+            glommio::spawn_local(async move {
+                if i == 0 {
+                    let _ = s.write_all(vec![0u8; 32 << 20]).await;
+                }
+                let _ = s.read().await;
+            })
+            .detach();
+        }
+        let l = listener.clone();
+        glommio::spawn_local(async move {
+            let _ = l.accept().await;
+        })
+        .detach();
+        sleep(Duration::from_millis(50)).await;
+        assert!(uring::stats().in_flight >= 9);
+        // 2. Returning ends the executor and the thread exits without a panic or an abort.
+        //    (glommio 0.9 does not drop tasks still pending when an executor stops, for either
+        //    backend: their sockets stay open. Close connections before the main future
+        //    returns; the driver's own teardown runs when its task or ring is dropped.)
+    });
+    drop(peers);
+}
