@@ -27,3 +27,39 @@ fn starting_servers_never_interrupts_the_callers_blocking_reads() {
         assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{io}");
     }
 }
+
+#[test]
+fn connections_left_after_the_grace_period_are_closed_when_join_returns() {
+    for io in ["glommio", "uring"] {
+        // An origin that takes 5 s; a grace period of 300 ms.
+        let o = ringway_tests::origin_with(ringway_bench::origin::OriginConfig {
+            delay: Duration::from_secs(5),
+            ..Default::default()
+        });
+        let text = gateway_config(&[o.addr()], "")
+            .replace("[server]\n", &format!("[server]\nio = \"{io}\"\n"))
+            .replace("grace_period = \"2s\"", "grace_period = \"300ms\"");
+        let gw = gateway(&text);
+        let mut s = std::net::TcpStream::connect(gw.local_addrs()[0]).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
+        s.write_all(&get("/")).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let started = std::time::Instant::now();
+        gw.shutdown();
+        gw.join().unwrap();
+        // The in-flight connection is closed, not left open in a returned executor.
+        let mut buf = [0u8; 64];
+        let r = s.read(&mut buf);
+        assert!(
+            matches!(r, Ok(0))
+                || r.as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "{io}: {r:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{io}: {:?}",
+            started.elapsed()
+        );
+    }
+}

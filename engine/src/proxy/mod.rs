@@ -30,5 +30,7 @@ pub(crate) struct CoreCtx<S> {
     pub(crate) pool: Pool<S>,
     pub(crate) metrics: CoreMetrics,
     pub(crate) shutdown: LocalSignal,
+    /// Set when the grace period is over: connection tasks still running drop their streams.
+    pub(crate) closing: LocalSignal,
     pub(crate) max_retries: usize,
 }

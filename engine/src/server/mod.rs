@@ -37,6 +37,8 @@ pub const DEFAULT_MAX_RETRIES: usize = 2;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// How often each core looks at the control plane's flags and publishes its counters.
 const TICK: Duration = Duration::from_millis(100);
+/// How long a core waits for its connection tasks to close their streams after the grace period.
+const CLOSE_WAIT: Duration = Duration::from_millis(200);
 /// Back-off after an accept failed for lack of descriptors.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
@@ -650,6 +652,7 @@ async fn run_core<B: Backend, P: ProxyHttp + 'static>(
         pool: Pool::new(conf.pool_max_idle_per_peer, conf.pool_idle_timeout),
         metrics: CoreMetrics::default(),
         shutdown: LocalSignal::new(),
+        closing: LocalSignal::new(),
         max_retries: conf.max_retries,
     });
     let mut accept_tasks = Vec::new();
@@ -697,9 +700,16 @@ async fn run_core<B: Backend, P: ProxyHttp + 'static>(
     }
     if core.metrics.active.get() > 0 {
         log::warn!(
-            "{core_id}: {} connections still open after the grace period",
+            "{core_id}: closing {} connections still open after the grace period",
             core.metrics.active.get()
         );
+        core.closing.set();
+        // Let the tasks run once more to drop their streams (a backend may close through its
+        // ring, which needs the executor).
+        let deadline = Instant::now() + CLOSE_WAIT;
+        while core.metrics.active.get() > 0 && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
     }
     publish(&core);
     Ok(())
@@ -734,8 +744,21 @@ impl<B: Backend, P: ProxyHttp + 'static> Spawner<B, P> {
             let _active = guard_state;
             // Backstop: phases are guarded one by one; this catches a bug in the driver itself
             // so it ends one connection, not the core.
-            if let Err(p) = guard(serve_connection::<B, P>(app, core, settings, stream, peer)).await
-            {
+            // At the end of the grace period the stream is dropped (closed) with the future:
+            // glommio would otherwise leave the task, and its connection, open after the
+            // executor returns.
+            let closing = core.closing.clone();
+            let served = futures_lite::future::or(
+                async {
+                    Some(guard(serve_connection::<B, P>(app, core, settings, stream, peer)).await)
+                },
+                async {
+                    closing.wait().await;
+                    None
+                },
+            )
+            .await;
+            if let Some(Err(p)) = served {
                 log::error!(
                     "connection task panicked: {}",
                     crate::proxy::panic::payload_str(&*p)
