@@ -993,11 +993,18 @@ async fn relay_response<S: Stream, P: ProxyHttp>(
     let mut done = matches!(resp_framing, BodyFraming::None);
     let mut excess = false;
     let mut eof = false;
+    // When the framing adds nothing (Content-Length or close-delimited on both sides), a
+    // received buffer the body filter left alone is sent as it is: no copy into `out`.
+    let passthrough = matches!(
+        (resp_framing, down_framing),
+        (BodyFraming::Length(_), BodyFraming::Length(_))
+            | (BodyFraming::CloseDelimited, BodyFraming::CloseDelimited)
+    );
     // Bytes the upstream sent after the response head arrive first.
     let mut next = up.pending.take();
     loop {
         if let Some(mut buf) = next.take() {
-            while !buf.is_empty() && !done {
+            if passthrough && out.is_empty() && !done {
                 let d = decoder
                     .decode(&buf)
                     .map_err(|e| (invalid(Side::Upstream, e).context("response body"), false))?;
@@ -1005,17 +1012,66 @@ async fn relay_response<S: Stream, P: ProxyHttp>(
                 let mut cow = Cow::Borrowed(&buf[d.data.clone()]);
                 phase_sync(|| app.response_body_filter(session, &mut cow, d.done, ctx))
                     .map_err(|e| (e, false))?;
-                encoder.encode(&cow, &mut out).map_err(|e| {
-                    (
-                        invalid(Side::Internal, e)
-                            .context("response body filter changed the length"),
-                        false,
-                    )
-                })?;
-                buf.advance(d.consumed);
+                let replaced = match cow {
+                    Cow::Borrowed(_) => None,
+                    Cow::Owned(v) => Some(v),
+                };
+                match replaced {
+                    None if d.data.start == 0 => {
+                        let n = d.data.len();
+                        if let BodyEncoder::Length(remaining) = &mut encoder {
+                            // The decoder bounded `n` by the same Content-Length.
+                            *remaining = remaining.saturating_sub(n as u64);
+                        }
+                        excess |= d.consumed < buf.len();
+                        buf.truncate(n);
+                        if n > 0 {
+                            session.downstream_bytes_sent += n as u64;
+                            let (r, _) =
+                                write_timed(&mut down.stream, buf, settings.send_timeout).await;
+                            r.map_err(|e| {
+                                (
+                                    Error::io(Side::Downstream, false, e)
+                                        .context("writing the response"),
+                                    false,
+                                )
+                            })?;
+                        }
+                    }
+                    replaced => {
+                        let data = replaced.unwrap_or_else(|| buf[d.data.clone()].to_vec());
+                        encoder.encode(&data, &mut out).map_err(|e| {
+                            (
+                                invalid(Side::Internal, e)
+                                    .context("response body filter changed the length"),
+                                false,
+                            )
+                        })?;
+                        buf.advance(d.consumed);
+                        excess |= !buf.is_empty();
+                    }
+                }
+            } else {
+                while !buf.is_empty() && !done {
+                    let d = decoder.decode(&buf).map_err(|e| {
+                        (invalid(Side::Upstream, e).context("response body"), false)
+                    })?;
+                    done = d.done;
+                    let mut cow = Cow::Borrowed(&buf[d.data.clone()]);
+                    phase_sync(|| app.response_body_filter(session, &mut cow, d.done, ctx))
+                        .map_err(|e| (e, false))?;
+                    encoder.encode(&cow, &mut out).map_err(|e| {
+                        (
+                            invalid(Side::Internal, e)
+                                .context("response body filter changed the length"),
+                            false,
+                        )
+                    })?;
+                    buf.advance(d.consumed);
+                }
+                // Bytes past the end of a framed response: never pool a connection that sent them.
+                excess |= !buf.is_empty();
             }
-            // Bytes past the end of a framed response: never pool a connection that sent them.
-            excess |= !buf.is_empty();
         }
         if done {
             encoder
