@@ -1004,7 +1004,7 @@ async fn relay_response<S: Stream, P: ProxyHttp>(
     let mut next = up.pending.take();
     loop {
         if let Some(mut buf) = next.take() {
-            if passthrough && out.is_empty() && !done {
+            while !buf.is_empty() && !done {
                 let d = decoder
                     .decode(&buf)
                     .map_err(|e| (invalid(Side::Upstream, e).context("response body"), false))?;
@@ -1012,66 +1012,44 @@ async fn relay_response<S: Stream, P: ProxyHttp>(
                 let mut cow = Cow::Borrowed(&buf[d.data.clone()]);
                 phase_sync(|| app.response_body_filter(session, &mut cow, d.done, ctx))
                     .map_err(|e| (e, false))?;
-                let replaced = match cow {
-                    Cow::Borrowed(_) => None,
-                    Cow::Owned(v) => Some(v),
-                };
-                match replaced {
-                    None if d.data.start == 0 => {
-                        let n = d.data.len();
-                        if let BodyEncoder::Length(remaining) = &mut encoder {
-                            // The decoder bounded `n` by the same Content-Length.
-                            *remaining = remaining.saturating_sub(n as u64);
-                        }
-                        excess |= d.consumed < buf.len();
-                        buf.truncate(n);
-                        if n > 0 {
-                            session.downstream_bytes_sent += n as u64;
-                            let (r, _) =
-                                write_timed(&mut down.stream, buf, settings.send_timeout).await;
-                            r.map_err(|e| {
-                                (
-                                    Error::io(Side::Downstream, false, e)
-                                        .context("writing the response"),
-                                    false,
-                                )
-                            })?;
-                        }
+                if passthrough
+                    && out.is_empty()
+                    && d.data.start == 0
+                    && matches!(cow, Cow::Borrowed(_))
+                {
+                    // The buffer itself goes out; the decoder bounded it by the same length.
+                    let n = d.data.len();
+                    if let BodyEncoder::Length(remaining) = &mut encoder {
+                        *remaining = remaining.saturating_sub(n as u64);
                     }
-                    replaced => {
-                        let data = replaced.unwrap_or_else(|| buf[d.data.clone()].to_vec());
-                        encoder.encode(&data, &mut out).map_err(|e| {
+                    excess |= d.consumed < buf.len();
+                    let mut whole = std::mem::replace(&mut buf, IoBuf::from_vec(Vec::new()));
+                    whole.truncate(n);
+                    if n > 0 {
+                        session.downstream_bytes_sent += n as u64;
+                        let (r, _) =
+                            write_timed(&mut down.stream, whole, settings.send_timeout).await;
+                        r.map_err(|e| {
                             (
-                                invalid(Side::Internal, e)
-                                    .context("response body filter changed the length"),
+                                Error::io(Side::Downstream, false, e)
+                                    .context("writing the response"),
                                 false,
                             )
                         })?;
-                        buf.advance(d.consumed);
-                        excess |= !buf.is_empty();
                     }
+                    break;
                 }
-            } else {
-                while !buf.is_empty() && !done {
-                    let d = decoder.decode(&buf).map_err(|e| {
-                        (invalid(Side::Upstream, e).context("response body"), false)
-                    })?;
-                    done = d.done;
-                    let mut cow = Cow::Borrowed(&buf[d.data.clone()]);
-                    phase_sync(|| app.response_body_filter(session, &mut cow, d.done, ctx))
-                        .map_err(|e| (e, false))?;
-                    encoder.encode(&cow, &mut out).map_err(|e| {
-                        (
-                            invalid(Side::Internal, e)
-                                .context("response body filter changed the length"),
-                            false,
-                        )
-                    })?;
-                    buf.advance(d.consumed);
-                }
-                // Bytes past the end of a framed response: never pool a connection that sent them.
-                excess |= !buf.is_empty();
+                encoder.encode(&cow, &mut out).map_err(|e| {
+                    (
+                        invalid(Side::Internal, e)
+                            .context("response body filter changed the length"),
+                        false,
+                    )
+                })?;
+                buf.advance(d.consumed);
             }
+            // Bytes past the end of a framed response: never pool a connection that sent them.
+            excess |= !buf.is_empty();
         }
         if done {
             encoder
