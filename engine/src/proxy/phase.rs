@@ -79,10 +79,12 @@ pub trait ProxyHttp {
         Ok(())
     }
 
-    /// Sees (and may replace) each piece of the request body on its way upstream;
-    /// `end_of_stream` is true on the last call, whose `body` may be empty. Replacing the body
-    /// of a Content-Length request with one of another length makes Ringway send it chunked.
-    /// By default does nothing.
+    /// Sees (and may replace) the request body on its way upstream; `end_of_stream` is true on
+    /// the last call, whose `body` may be empty. A body of up to 64 KiB
+    /// (`REPLAY_BUFFER_BYTES`) is read before connecting and filtered whole, in one call, and
+    /// goes upstream with the filtered length; a longer body is filtered piece by piece as it
+    /// streams, and a Content-Length body must then keep its length (a change fails the
+    /// request). By default does nothing.
     async fn request_body_filter(
         &self,
         _session: &mut Session,
@@ -93,8 +95,10 @@ pub trait ProxyHttp {
         Ok(())
     }
 
-    /// Sees (and may replace) each piece of the response body on its way downstream, like
-    /// `request_body_filter`. Synchronous, as in Pingora. By default does nothing.
+    /// Sees (and may replace) each piece of the response body on its way downstream;
+    /// `end_of_stream` is true on the last call. A Content-Length response must keep its
+    /// length (a change cuts the response); a chunked one may change freely. Synchronous, as
+    /// in Pingora. By default does nothing.
     fn response_body_filter(
         &self,
         _session: &mut Session,
