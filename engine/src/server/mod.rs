@@ -260,34 +260,7 @@ where
             Ok(n) => log::info!("RLIMIT_NOFILE {n}"),
             Err(e) => log::warn!("cannot raise RLIMIT_NOFILE: {e}"),
         }
-        // On a thread of its own: creating and tearing down io_uring rings queues task work on
-        // the creating thread, which interrupts that thread's blocking socket calls that have a
-        // timeout with EINTR. The caller's thread belongs to the embedding program.
-        let caps = std::thread::Builder::new()
-            .name("ringway-probe".into())
-            .spawn(probe::probe)
-            .ok()
-            .and_then(|t| t.join().ok())
-            .unwrap_or_default();
-        log::info!("{caps}");
-        let io = match self.conf.io {
-            IoBackend::Auto if caps.supports_completion_backend() => IoBackend::Uring,
-            IoBackend::Auto => {
-                log::warn!("io = \"auto\": this kernel lacks what the io_uring backend needs ({caps}); using glommio streams");
-                IoBackend::Glommio
-            }
-            IoBackend::Uring if !caps.supports_completion_backend() => {
-                return Err(ServerError::Executor(format!("io = \"uring\" but {caps}")));
-            }
-            chosen => chosen,
-        };
-        log::info!(
-            "I/O backend: {}",
-            match io {
-                IoBackend::Uring => UringBackend::NAME,
-                _ => GlommioBackend::NAME,
-            }
-        );
+        let io = choose_backend(self.conf.io)?;
         install_hook(self.conf.panic_hook);
 
         // Every core's sockets: inherited ones first (an upgrade), then new ones bound here so
@@ -527,6 +500,39 @@ impl UpgradeSocket {
         }
         ok
     }
+}
+
+/// Probes io_uring and settles `Auto`: the completion backend where the kernel has what it
+/// needs, glommio streams otherwise (logged).
+fn choose_backend(asked: IoBackend) -> Result<IoBackend, ServerError> {
+    // On a thread of its own: creating and tearing down io_uring rings queues task work on the
+    // creating thread, which interrupts that thread's blocking socket calls that have a timeout
+    // with EINTR. The caller's thread belongs to the embedding program.
+    let caps = std::thread::Builder::new()
+        .name("ringway-probe".into())
+        .spawn(probe::probe)
+        .ok()
+        .and_then(|t| t.join().ok())
+        .unwrap_or_default();
+    log::info!("{caps}");
+    let io = match asked {
+        IoBackend::Auto if caps.supports_completion_backend() => IoBackend::Uring,
+        IoBackend::Auto => {
+            log::warn!("io = \"auto\": this kernel lacks what the io_uring backend needs ({caps}); using glommio streams");
+            IoBackend::Glommio
+        }
+        IoBackend::Uring if !caps.supports_completion_backend() => {
+            return Err(ServerError::Executor(format!("io = \"uring\" but {caps}")));
+        }
+        chosen => chosen,
+    };
+    let name = if io == IoBackend::Uring {
+        UringBackend::NAME
+    } else {
+        GlommioBackend::NAME
+    };
+    log::info!("I/O backend: {name}");
+    Ok(io)
 }
 
 /// Blocks SIGTERM and SIGINT in this thread (threads started later inherit the mask).
