@@ -40,6 +40,7 @@ use std::time::Duration;
 use futures_lite::future;
 use glommio::ExecutorJoinHandle;
 use ringway_protocols::l4::glommio::GlommioBackend;
+use ringway_protocols::l4::uring::UringBackend;
 use ringway_protocols::l4::{Backend, Listener};
 use socket2::{Domain, Socket, Type};
 
@@ -285,6 +286,8 @@ pub fn start(cfg: OriginConfig) -> io::Result<OriginHandle> {
         shared: shared.clone(),
         threads: Vec::new(),
     };
+    // The completion-based io_uring transport where the kernel has what it needs.
+    let uring = ringway_protocols::l4::probe::probe_off_thread().supports_completion_backend();
     let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
     for (index, (cpu, fd)) in cores.into_iter().zip(sockets).enumerate() {
         let shared = shared.clone();
@@ -297,19 +300,12 @@ pub fn start(cfg: OriginConfig) -> io::Result<OriginHandle> {
         let spawned = spawn_executor(&name, cpu, move || async move {
             crate::runtime::block_stop_signals();
             let _alive = AliveGuard(shared.clone());
-            let listener = match GlommioBackend::adopt_listener(fd) {
-                Ok(l) => {
-                    let _ = ready.send(Ok(()));
-                    drop(ready);
-                    l
-                }
-                Err(e) => {
-                    let _ = ready.send(Err(e));
-                    return;
-                }
-            };
             let ctx = Rc::new(CoreCtx::new(body_size, chunked, delay, shared, index));
-            serve(listener, ctx).await;
+            if uring {
+                adopt_and_serve::<UringBackend>(fd, ready, ctx).await;
+            } else {
+                adopt_and_serve::<GlommioBackend>(fd, ready, ctx).await;
+            }
         });
         match spawned {
             Ok(t) => handle.threads.push(t),
@@ -343,6 +339,26 @@ impl Drop for AliveGuard {
 }
 
 /// One executor's accept loop; on stop, closes every connection it spawned and returns.
+/// Adopts this executor's socket with backend `B`, reports start-up, and serves.
+async fn adopt_and_serve<B: Backend>(
+    fd: OwnedFd,
+    ready: mpsc::Sender<io::Result<()>>,
+    ctx: Rc<CoreCtx>,
+) {
+    let listener = match B::adopt_listener(fd) {
+        Ok(l) => {
+            let _ = ready.send(Ok(()));
+            drop(ready);
+            l
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    serve(listener, ctx).await;
+}
+
 async fn serve<L: Listener>(listener: L, ctx: Rc<CoreCtx>)
 where
     L::Stream: 'static,

@@ -505,15 +505,7 @@ impl UpgradeSocket {
 /// Probes io_uring and settles `Auto`: the completion backend where the kernel has what it
 /// needs, glommio streams otherwise (logged).
 fn choose_backend(asked: IoBackend) -> Result<IoBackend, ServerError> {
-    // On a thread of its own: creating and tearing down io_uring rings queues task work on the
-    // creating thread, which interrupts that thread's blocking socket calls that have a timeout
-    // with EINTR. The caller's thread belongs to the embedding program.
-    let caps = std::thread::Builder::new()
-        .name("ringway-probe".into())
-        .spawn(probe::probe)
-        .ok()
-        .and_then(|t| t.join().ok())
-        .unwrap_or_default();
+    let caps = probe::probe_off_thread();
     log::info!("{caps}");
     let io = match asked {
         IoBackend::Auto if caps.supports_completion_backend() => IoBackend::Uring,

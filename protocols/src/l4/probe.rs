@@ -54,7 +54,22 @@ impl fmt::Display for UringCapabilities {
     }
 }
 
+/// [`probe`] on a short-lived thread of its own, leaving the calling thread untouched: tearing
+/// down io_uring rings queues task work on the thread that created them, which makes that
+/// thread's blocking socket calls with a timeout fail with EINTR.
+pub fn probe_off_thread() -> UringCapabilities {
+    std::thread::Builder::new()
+        .name("ringway-probe".into())
+        .spawn(probe)
+        .ok()
+        .and_then(|t| t.join().ok())
+        .unwrap_or_default()
+}
+
 /// Probes the kernel by creating two small rings and asking for opcode support.
+///
+/// Creates rings on the calling thread: prefer [`probe_off_thread`] on a thread that does
+/// blocking I/O of its own.
 pub fn probe() -> UringCapabilities {
     let ring: IoUring = match IoUring::new(8) {
         Ok(r) => r,
