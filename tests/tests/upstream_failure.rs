@@ -222,3 +222,19 @@ fn an_unsolicited_101_is_502() {
 fn an_unsolicited_101_is_502_on() {
     assert_eq!(status_of(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n").0, Some(502));
 }
+
+#[test]
+fn a_response_coded_with_anything_but_chunked_is_502() {
+    for_each_backend(a_response_coded_with_anything_but_chunked_is_502_on);
+}
+
+fn a_response_coded_with_anything_but_chunked_is_502_on() {
+    // gzip-coded bytes, close-delimited: forwarding them without their label would corrupt them.
+    assert_eq!(
+        status_of(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nConnection: close\r\n\r\n\x1f\x8b..."
+        )
+        .0,
+        Some(502)
+    );
+}
