@@ -257,7 +257,13 @@ pub(crate) async fn serve_connection<B: Backend, P: ProxyHttp>(
         };
         first = false;
         bump(&core.metrics.requests);
-        let keep = process_request::<B, P>(&app, &core, &settings, &mut conn, head, client).await;
+        // Boxed: an async fn's state is as large as its largest await point, and the request
+        // pipeline is large; boxed, an idle keep-alive connection's task holds only the small
+        // head-reading state (one allocation per request instead of kilobytes per connection).
+        let keep = Box::pin(process_request::<B, P>(
+            &app, &core, &settings, &mut conn, head, client,
+        ))
+        .await;
         if !keep || core.shutdown.is_set() {
             return;
         }
