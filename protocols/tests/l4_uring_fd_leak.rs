@@ -5,18 +5,19 @@
 //! anonymous inodes excluded), so the tests in this file run one at a time.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+use common::{listening_socket, run_bounded};
+
 use std::cell::Cell;
 use std::future::Future;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream as StdStream};
-use std::os::fd::OwnedFd;
+use std::net::TcpStream as StdStream;
 use std::rc::Rc;
-use std::sync::{mpsc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_lite::future;
 use glommio::timer::sleep;
-use glommio::LocalExecutorBuilder;
 use ringway_protocols::l4::uring::{self, UringBackend};
 use ringway_protocols::l4::{pool_stats, Backend, Listener, StableBuf, Stream};
 
@@ -25,35 +26,6 @@ static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Runs `f` on a fresh glommio executor and fails the test if it takes longer than `limit`.
-fn run_bounded<F, Fut>(limit: Duration, f: F)
-where
-    F: FnOnce() -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + 'static,
-{
-    let (tx, rx) = mpsc::channel();
-    let handle = LocalExecutorBuilder::default()
-        .spawn(move || async move {
-            f().await;
-            let _ = tx.send(());
-        })
-        .unwrap();
-    match rx.recv_timeout(limit) {
-        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => handle.join().unwrap(),
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("test exceeded {limit:?}"),
-    }
-}
-
-fn listening_socket(backlog: i32) -> (OwnedFd, SocketAddr) {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    s.set_reuse_port(true).unwrap();
-    s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-        .unwrap();
-    s.listen(backlog).unwrap();
-    let addr = s.local_addr().unwrap().as_socket().unwrap();
-    (OwnedFd::from(s), addr)
 }
 
 /// Open descriptors of this process that are not anonymous inodes (rings, eventfds, which
