@@ -56,11 +56,6 @@ impl<S: Stream> Conn<S> {
         }
         timeout(dur, self.stream.read()).await
     }
-
-    /// Writes `buf` within `dur`.
-    async fn write(&mut self, buf: Vec<u8>, dur: Duration) -> (io::Result<()>, Option<Vec<u8>>) {
-        write_timed(&mut self.stream, buf, dur).await
-    }
 }
 
 async fn write_timed<S: Stream, B: ringway_protocols::l4::StableBuf>(
@@ -77,6 +72,20 @@ async fn write_timed<S: Stream, B: ringway_protocols::l4::StableBuf>(
     })
     .await;
     (res, slot)
+}
+
+/// Writes `buf` to `stream` within `dur`; on failure, an I/O error on `side` saying what was being
+/// written. Hands the buffer back unless the deadline passed (the dropped write took it).
+async fn send<S: Stream, B: ringway_protocols::l4::StableBuf>(
+    stream: &mut S,
+    buf: B,
+    dur: Duration,
+    side: Side,
+    what: &'static str,
+) -> Result<Option<B>> {
+    let (r, back) = write_timed(stream, buf, dur).await;
+    r.map_err(|e| Error::io(side, false, e).context(what))?;
+    Ok(back)
 }
 
 /// How reading a head ended, short of a head.
@@ -660,13 +669,15 @@ async fn exchange<B: Backend, P: ProxyHttp>(
     if let Some(b) = &body.buffered {
         out.extend_from_slice(b);
     }
-    let (r, back) = write_timed(&mut up.stream, out, peer.write_timeout).await;
-    r.map_err(|e| {
-        (
-            Error::io(Side::Upstream, false, e).context("writing the request head"),
-            true,
-        )
-    })?;
+    let back = send(
+        &mut up.stream,
+        out,
+        peer.write_timeout,
+        Side::Upstream,
+        "writing the request head",
+    )
+    .await
+    .map_err(|e| (e, true))?;
     let mut out = back.unwrap_or_default();
 
     let mut early_head = None;
@@ -865,13 +876,16 @@ async fn relay_interim<S: Stream>(
     let mut out = Vec::with_capacity(64);
     encode_response_head(&h, &BodyFraming::None, None, &mut out);
     session.downstream_bytes_sent += out.len() as u64;
-    let (r, _) = down.write(out, settings.send_timeout).await;
-    r.map_err(|e| {
-        (
-            Error::io(Side::Downstream, false, e).context("relaying a 1xx"),
-            false,
-        )
-    })
+    send(
+        &mut down.stream,
+        out,
+        settings.send_timeout,
+        Side::Downstream,
+        "relaying a 1xx",
+    )
+    .await
+    .map(|_| ())
+    .map_err(|e| (e, false))
 }
 
 /// Streams the rest of the request body upstream, re-framed as `up_framing`.
@@ -904,13 +918,15 @@ async fn stream_request_body<S: Stream, P: ProxyHttp>(
                 false,
             )
         })?;
-        let (r, back) = write_timed(&mut up.stream, std::mem::take(out), peer.write_timeout).await;
-        r.map_err(|e| {
-            (
-                Error::io(Side::Upstream, false, e).context("writing the request body"),
-                false,
-            )
-        })?;
+        let back = send(
+            &mut up.stream,
+            std::mem::take(out),
+            peer.write_timeout,
+            Side::Upstream,
+            "writing the request body",
+        )
+        .await
+        .map_err(|e| (e, false))?;
         *out = back.unwrap_or_default();
     }
     while !body.complete {
@@ -970,14 +986,15 @@ async fn stream_request_body<S: Stream, P: ProxyHttp>(
             down.pending = Some(buf);
         }
         if !out.is_empty() {
-            let (r, back) =
-                write_timed(&mut up.stream, std::mem::take(out), peer.write_timeout).await;
-            r.map_err(|e| {
-                (
-                    Error::io(Side::Upstream, false, e).context("writing the request body"),
-                    false,
-                )
-            })?;
+            let back = send(
+                &mut up.stream,
+                std::mem::take(out),
+                peer.write_timeout,
+                Side::Upstream,
+                "writing the request body",
+            )
+            .await
+            .map_err(|e| (e, false))?;
             *out = back.unwrap_or_default();
         }
     }
@@ -1042,15 +1059,15 @@ async fn relay_response<S: Stream, P: ProxyHttp>(
                     whole.truncate(n);
                     if n > 0 {
                         session.downstream_bytes_sent += n as u64;
-                        let (r, _) =
-                            write_timed(&mut down.stream, whole, settings.send_timeout).await;
-                        r.map_err(|e| {
-                            (
-                                Error::io(Side::Downstream, false, e)
-                                    .context("writing the response"),
-                                false,
-                            )
-                        })?;
+                        send(
+                            &mut down.stream,
+                            whole,
+                            settings.send_timeout,
+                            Side::Downstream,
+                            "writing the response",
+                        )
+                        .await
+                        .map_err(|e| (e, false))?;
                     }
                     break;
                 }
@@ -1073,18 +1090,15 @@ async fn relay_response<S: Stream, P: ProxyHttp>(
         }
         if !out.is_empty() {
             session.downstream_bytes_sent += out.len() as u64;
-            let (r, back) = write_timed(
+            let back = send(
                 &mut down.stream,
                 std::mem::take(&mut out),
                 settings.send_timeout,
+                Side::Downstream,
+                "writing the response",
             )
-            .await;
-            r.map_err(|e| {
-                (
-                    Error::io(Side::Downstream, false, e).context("writing the response"),
-                    false,
-                )
-            })?;
+            .await
+            .map_err(|e| (e, false))?;
             out = back.unwrap_or_default();
             out.clear();
         }
@@ -1162,13 +1176,15 @@ async fn open_tunnel<S: Stream, P: ProxyHttp>(
     encode_response_head(&resp, &BodyFraming::None, Some("upgrade"), &mut out);
     session.status = Some(101);
     session.downstream_bytes_sent += out.len() as u64;
-    let (r, _) = write_timed(&mut down.stream, out, settings.send_timeout).await;
-    r.map_err(|e| {
-        (
-            Error::io(Side::Downstream, false, e).context("writing the 101"),
-            false,
-        )
-    })?;
+    send(
+        &mut down.stream,
+        out,
+        settings.send_timeout,
+        Side::Downstream,
+        "writing the 101",
+    )
+    .await
+    .map_err(|e| (e, false))?;
     tunnel(down, up, settings).await.map_err(|e| (e, false))?;
     Ok(Exchange {
         keep_downstream: false,
@@ -1190,12 +1206,17 @@ async fn tunnel<S: Stream>(
     let wdur = settings.send_timeout;
     // Bytes the client sent after its Upgrade request, and the origin after its 101, go first.
     if let Some(p) = down.pending.take() {
-        let (r, _) = write_timed(&mut up.stream, p, wdur).await;
-        r.map_err(|e| Error::io(Side::Upstream, false, e))?;
+        send(&mut up.stream, p, wdur, Side::Upstream, "relaying a tunnel").await?;
     }
     if let Some(p) = up.pending.take() {
-        let (r, _) = write_timed(&mut down.stream, p, wdur).await;
-        r.map_err(|e| Error::io(Side::Downstream, false, e))?;
+        send(
+            &mut down.stream,
+            p,
+            wdur,
+            Side::Downstream,
+            "relaying a tunnel",
+        )
+        .await?;
     }
     let (mut down_open, mut up_open) = (true, true);
     while down_open || up_open {
@@ -1217,12 +1238,24 @@ async fn tunnel<S: Stream>(
         match got {
             Err(_) => return Err(Error::downstream(ErrorKind::ReadTimeout).context("tunnel idle")),
             Ok(Got::Down(Ok(Some(buf)))) => {
-                let (r, _) = write_timed(&mut up.stream, buf, wdur).await;
-                r.map_err(|e| Error::io(Side::Upstream, false, e))?;
+                send(
+                    &mut up.stream,
+                    buf,
+                    wdur,
+                    Side::Upstream,
+                    "relaying a tunnel",
+                )
+                .await?;
             }
             Ok(Got::Up(Ok(Some(buf)))) => {
-                let (r, _) = write_timed(&mut down.stream, buf, wdur).await;
-                r.map_err(|e| Error::io(Side::Downstream, false, e))?;
+                send(
+                    &mut down.stream,
+                    buf,
+                    wdur,
+                    Side::Downstream,
+                    "relaying a tunnel",
+                )
+                .await?;
             }
             Ok(Got::Down(Ok(None))) => {
                 down_open = false;
@@ -1271,8 +1304,15 @@ async fn write_direct<S: Stream>(
     }
     session.status = Some(direct.head.status);
     session.downstream_bytes_sent += out.len() as u64;
-    let (r, _) = conn.write(out, settings.send_timeout).await;
-    r.map_err(|e| Error::io(Side::Downstream, false, e))
+    send(
+        &mut conn.stream,
+        out,
+        settings.send_timeout,
+        Side::Downstream,
+        "writing a response",
+    )
+    .await
+    .map(|_| ())
 }
 
 /// Sends a bodiless error response and reports whether it was written.
