@@ -751,15 +751,6 @@ async fn exchange<B: Backend, P: ProxyHttp>(
             false,
         )
     })?;
-    // A close-delimited body under a Transfer-Encoding (final coding not chunked, RFC 9112
-    // section 6.3 item 4) is still encoded by that coding, and Transfer-Encoding is hop-by-hop:
-    // relaying it would hand the client coded bytes with no label. Refuse, as nginx does.
-    if resp_framing == BodyFraming::CloseDelimited && resp.headers.contains("transfer-encoding") {
-        return Err((
-            invalid(Side::Upstream, HttpError::FinalCodingNotChunked).context("response framing"),
-            false,
-        ));
-    }
     let upstream_keep = response_keep_alive(&resp, &resp_framing);
     // A response to HEAD, and a 304, may state the length the full response would have had
     // (RFC 9110 sections 8.6 and 15.4.5): keep it, though no body follows.

@@ -134,28 +134,42 @@ fn parse_digits(bytes: &[u8]) -> Option<u64> {
 /// [`HttpError::FinalCodingNotChunked`]; [`HttpError::DuplicateContentLength`] (two lines, or
 /// a list like `1, 1`); [`HttpError::InvalidContentLength`].
 pub fn request_framing(head: &RequestHead) -> Result<BodyFraming, HttpError> {
-    let fields = framing_fields(&head.headers);
+    // RFC 9112 section 6.3 item 7: a request without either field has no body
+    message_framing(head.version, &head.headers, BodyFraming::None)
+}
+
+/// What Transfer-Encoding and Content-Length say about a message's body, requests and
+/// responses alike; `absent` when neither field is present.
+fn message_framing(
+    version: Version,
+    headers: &Headers,
+    absent: BodyFraming,
+) -> Result<BodyFraming, HttpError> {
+    let fields = framing_fields(headers);
     if fields.transfer_encoding {
         // RFC 9112 section 6.1: Transfer-Encoding in HTTP/1.0 means faulty framing
-        if head.version == Version::Http10 {
+        if version == Version::Http10 {
             return Err(HttpError::TransferEncodingOnHttp10);
         }
-        // RFC 9112 section 6.1: a request with both is refused (smuggling)
+        // RFC 9112 section 6.1 and 6.3 item 3: both at once is refused (smuggling), though
+        // item 3 lets a response's Transfer-Encoding win
         if fields.content_length_lines > 0 {
             return Err(HttpError::ContentLengthWithTransferEncoding);
         }
-        return match final_coding(&head.headers)? {
+        return match final_coding(headers)? {
             FinalCoding::Chunked => Ok(BodyFraming::Chunked),
             // RFC 9112 section 6.1: a coding we do not implement is 501
             FinalCoding::ChunkedAfterOthers => Err(HttpError::UnsupportedTransferCoding),
-            // RFC 9112 section 6.3 item 4: a request must end with chunked, else 400
+            // RFC 9112 section 6.3 item 4: a request must end with chunked; a response that
+            // does not would be close-delimited, but its bytes stay coded and the label is
+            // hop-by-hop, so relaying it would hand them on unlabelled: refused as well
             FinalCoding::NotChunked => Err(HttpError::FinalCodingNotChunked),
         };
     }
-    // RFC 9112 section 6.3 items 5-6
+    // RFC 9112 section 6.3 items 5, 6 (and 8 for responses: `absent`)
     Ok(match content_length(&fields)? {
         Some(n) => BodyFraming::Length(n),
-        None => BodyFraming::None,
+        None => absent,
     })
 }
 
@@ -164,15 +178,16 @@ pub fn request_framing(head: &RequestHead) -> Result<BodyFraming, HttpError> {
 ///
 /// In order: a response to HEAD, a 1xx, 204 or 304 has no body whatever its fields say
 /// (item 1); a 2xx to CONNECT has none either, the connection becomes a tunnel (item 2);
-/// Transfer-Encoding ending in `chunked` is [`BodyFraming::Chunked`], ending in anything else
-/// is [`BodyFraming::CloseDelimited`] (item 4); a valid Content-Length is
+/// Transfer-Encoding ending in `chunked` is [`BodyFraming::Chunked`] (item 4: ending in anything
+/// else is refused, see below); a valid Content-Length is
 /// [`BodyFraming::Length`] (item 6); otherwise [`BodyFraming::CloseDelimited`] (item 8).
 ///
 /// # Errors
 /// [`HttpError::TransferEncodingOnHttp10`]; [`HttpError::ContentLengthWithTransferEncoding`]
 /// (item 3 allows it, the policy answers 502 instead); [`HttpError::InvalidTransferEncoding`];
-/// [`HttpError::UnsupportedTransferCoding`] for `chunked` after another coding (we would
-/// forward content still coded but unlabelled); [`HttpError::DuplicateContentLength`];
+/// [`HttpError::UnsupportedTransferCoding`] for `chunked` after another coding and
+/// [`HttpError::FinalCodingNotChunked`] for a final coding other than `chunked` (either way we
+/// would forward content still coded but unlabelled); [`HttpError::DuplicateContentLength`];
 /// [`HttpError::InvalidContentLength`] (item 5).
 pub fn response_framing(
     request_method: &Method,
@@ -190,28 +205,7 @@ pub fn response_framing(
     if request_method.is_connect() && (200..300).contains(&head.status) {
         return Ok(BodyFraming::None);
     }
-    let fields = framing_fields(&head.headers);
-    if fields.transfer_encoding {
-        // RFC 9112 section 6.1
-        if head.version == Version::Http10 {
-            return Err(HttpError::TransferEncodingOnHttp10);
-        }
-        // RFC 9112 section 6.3 item 3 (policy: an error, not "TE wins")
-        if fields.content_length_lines > 0 {
-            return Err(HttpError::ContentLengthWithTransferEncoding);
-        }
-        // RFC 9112 section 6.3 item 4
-        return match final_coding(&head.headers)? {
-            FinalCoding::Chunked => Ok(BodyFraming::Chunked),
-            FinalCoding::ChunkedAfterOthers => Err(HttpError::UnsupportedTransferCoding),
-            FinalCoding::NotChunked => Ok(BodyFraming::CloseDelimited),
-        };
-    }
-    // RFC 9112 section 6.3 items 5, 6 and 8
-    Ok(match content_length(&fields)? {
-        Some(n) => BodyFraming::Length(n),
-        None => BodyFraming::CloseDelimited,
-    })
+    message_framing(head.version, &head.headers, BodyFraming::CloseDelimited)
 }
 
 /// Whether the connection options ask to close, or to keep alive (RFC 9112 section 9.3).
@@ -571,12 +565,12 @@ mod tests {
             (
                 &get,
                 "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
-                Ok(BodyFraming::CloseDelimited),
+                Err(FinalCodingNotChunked),
             ),
             (
                 &get,
                 "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
-                Ok(BodyFraming::CloseDelimited),
+                Err(FinalCodingNotChunked),
             ),
             (
                 &get,
