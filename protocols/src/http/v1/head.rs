@@ -346,6 +346,28 @@ fn strict_config() -> httparse::ParserConfig {
     config
 }
 
+/// The part of `buf` worth parsing: nothing past the head limit can belong to an acceptable
+/// head.
+fn head_window<'b>(buf: &'b [u8], limits: &Limits) -> &'b [u8] {
+    &buf[..buf.len().min(limits.max_head_bytes.saturating_add(1))]
+}
+
+/// Lends `f` room for `max` header fields: on the stack up to [`MAX_HEADERS`], on the heap for
+/// a raised limit.
+fn with_header_slots<'b, R>(
+    max: usize,
+    f: impl FnOnce(&mut [MaybeUninit<httparse::Header<'b>>]) -> R,
+) -> R {
+    if max <= MAX_HEADERS {
+        let mut stack = [const { MaybeUninit::<httparse::Header<'b>>::uninit() }; MAX_HEADERS];
+        f(&mut stack[..max])
+    } else {
+        let mut heap: Vec<MaybeUninit<httparse::Header<'b>>> =
+            (0..max).map(|_| MaybeUninit::uninit()).collect();
+        f(&mut heap)
+    }
+}
+
 /// Parses a request head from the start of `buf`, strictly.
 ///
 /// Returns [`Parsed::Partial`] while the head is incomplete and within the limits; the caller
@@ -363,65 +385,56 @@ fn strict_config() -> httparse::ParserConfig {
 /// buffered without a complete head; [`HttpError::TooManyHeaders`]; and every variant named
 /// for a malformed request line, field line or Host.
 pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed<RequestHead>, HttpError> {
-    // Nothing past the head limit can belong to an acceptable head: never parse further.
-    let window = &buf[..buf.len().min(limits.max_head_bytes.saturating_add(1))];
-    let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut heap: Vec<MaybeUninit<httparse::Header<'_>>>;
-    let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if limits.max_headers <= MAX_HEADERS {
-        &mut stack[..limits.max_headers]
-    } else {
-        heap = (0..limits.max_headers)
-            .map(|_| MaybeUninit::uninit())
-            .collect();
-        &mut heap
-    };
-    let mut req = httparse::Request::new(&mut []);
-    match strict_config().parse_request_with_uninit_headers(&mut req, window, slots) {
-        Ok(httparse::Status::Complete(len)) => {
-            let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version)
-            else {
-                return Err(HttpError::InvalidRequestLine);
-            };
-            // request-line = method SP request-target SP HTTP-version (RFC 9112 section 3)
-            if method.len() + target.len() + 10 > limits.max_request_line_bytes {
-                return Err(HttpError::RequestLineTooLong);
+    let window = head_window(buf, limits);
+    with_header_slots(limits.max_headers, |slots| {
+        let mut req = httparse::Request::new(&mut []);
+        match strict_config().parse_request_with_uninit_headers(&mut req, window, slots) {
+            Ok(httparse::Status::Complete(len)) => {
+                let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version)
+                else {
+                    return Err(HttpError::InvalidRequestLine);
+                };
+                // request-line = method SP request-target SP HTTP-version (RFC 9112 section 3)
+                if method.len() + target.len() + 10 > limits.max_request_line_bytes {
+                    return Err(HttpError::RequestLineTooLong);
+                }
+                if len > limits.max_head_bytes {
+                    return Err(HttpError::HeadTooLarge);
+                }
+                check_line_endings(&window[..len])?;
+                let method = Method::from_token(method);
+                let version = if minor == 0 {
+                    Version::Http10
+                } else {
+                    Version::Http11
+                };
+                let authority = check_target(&method, target)?;
+                check_host(version, req.headers, authority)?;
+                let mut headers = owned_headers_for(req.headers);
+                for field in req.headers.iter() {
+                    headers.push_parsed(field.name, field.value);
+                }
+                Ok(Parsed::Complete {
+                    head: RequestHead {
+                        method,
+                        target: target.to_owned(),
+                        version,
+                        headers,
+                    },
+                    len,
+                })
             }
-            if len > limits.max_head_bytes {
-                return Err(HttpError::HeadTooLarge);
+            Ok(httparse::Status::Partial) => {
+                check_partial_request(window, limits)?;
+                Ok(Parsed::Partial)
             }
-            check_line_endings(&window[..len])?;
-            let method = Method::from_token(method);
-            let version = if minor == 0 {
-                Version::Http10
-            } else {
-                Version::Http11
-            };
-            let authority = check_target(&method, target)?;
-            check_host(version, req.headers, authority)?;
-            let mut headers = owned_headers_for(req.headers);
-            for field in req.headers.iter() {
-                headers.push_parsed(field.name, field.value);
+            Err(httparse::Error::TooManyHeaders) => Err(HttpError::TooManyHeaders),
+            Err(error) => {
+                check_partial_request(window, limits)?;
+                diagnose_request(window, error)
             }
-            Ok(Parsed::Complete {
-                head: RequestHead {
-                    method,
-                    target: target.to_owned(),
-                    version,
-                    headers,
-                },
-                len,
-            })
         }
-        Ok(httparse::Status::Partial) => {
-            check_partial_request(window, limits)?;
-            Ok(Parsed::Partial)
-        }
-        Err(httparse::Error::TooManyHeaders) => Err(HttpError::TooManyHeaders),
-        Err(error) => {
-            check_partial_request(window, limits)?;
-            diagnose_request(window, error)
-        }
-    }
+    })
 }
 
 /// Parses a response head from the start of `buf`, strictly.
@@ -434,65 +447,57 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed<RequestHead>,
 /// [`HttpError::HeadTooLarge`], [`HttpError::TooManyHeaders`], [`HttpError::InvalidStatusLine`]
 /// (including a code outside 100..=599), the version variants, and every field-line variant.
 pub fn parse_response(buf: &[u8], limits: &Limits) -> Result<Parsed<ResponseHead>, HttpError> {
-    let window = &buf[..buf.len().min(limits.max_head_bytes.saturating_add(1))];
-    let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
-    let mut heap: Vec<MaybeUninit<httparse::Header<'_>>>;
-    let slots: &mut [MaybeUninit<httparse::Header<'_>>] = if limits.max_headers <= MAX_HEADERS {
-        &mut stack[..limits.max_headers]
-    } else {
-        heap = (0..limits.max_headers)
-            .map(|_| MaybeUninit::uninit())
-            .collect();
-        &mut heap
-    };
-    let mut res = httparse::Response::new(&mut []);
-    match strict_config().parse_response_with_uninit_headers(&mut res, window, slots) {
-        Ok(httparse::Status::Complete(len)) => {
-            let (Some(minor), Some(status), Some(reason)) = (res.version, res.code, res.reason)
-            else {
-                return Err(HttpError::InvalidStatusLine);
-            };
-            if len > limits.max_head_bytes {
-                return Err(HttpError::HeadTooLarge);
+    let window = head_window(buf, limits);
+    with_header_slots(limits.max_headers, |slots| {
+        let mut res = httparse::Response::new(&mut []);
+        match strict_config().parse_response_with_uninit_headers(&mut res, window, slots) {
+            Ok(httparse::Status::Complete(len)) => {
+                let (Some(minor), Some(status), Some(reason)) = (res.version, res.code, res.reason)
+                else {
+                    return Err(HttpError::InvalidStatusLine);
+                };
+                if len > limits.max_head_bytes {
+                    return Err(HttpError::HeadTooLarge);
+                }
+                // status codes are 100..=599 (RFC 9110 section 15)
+                if !(100..=599).contains(&status) {
+                    return Err(HttpError::InvalidStatusLine);
+                }
+                check_line_endings(&window[..len])?;
+                let version = if minor == 0 {
+                    Version::Http10
+                } else {
+                    Version::Http11
+                };
+                let mut headers = owned_headers_for(res.headers);
+                for field in res.headers.iter() {
+                    headers.push_parsed(field.name, field.value);
+                }
+                Ok(Parsed::Complete {
+                    head: ResponseHead {
+                        version,
+                        status,
+                        reason: reason.to_owned(),
+                        headers,
+                    },
+                    len,
+                })
             }
-            // status codes are 100..=599 (RFC 9110 section 15)
-            if !(100..=599).contains(&status) {
-                return Err(HttpError::InvalidStatusLine);
+            Ok(httparse::Status::Partial) => {
+                if window.len() > limits.max_head_bytes {
+                    return Err(HttpError::HeadTooLarge);
+                }
+                Ok(Parsed::Partial)
             }
-            check_line_endings(&window[..len])?;
-            let version = if minor == 0 {
-                Version::Http10
-            } else {
-                Version::Http11
-            };
-            let mut headers = owned_headers_for(res.headers);
-            for field in res.headers.iter() {
-                headers.push_parsed(field.name, field.value);
+            Err(httparse::Error::TooManyHeaders) => Err(HttpError::TooManyHeaders),
+            Err(error) => {
+                if window.len() > limits.max_head_bytes {
+                    return Err(HttpError::HeadTooLarge);
+                }
+                diagnose_response(window, error)
             }
-            Ok(Parsed::Complete {
-                head: ResponseHead {
-                    version,
-                    status,
-                    reason: reason.to_owned(),
-                    headers,
-                },
-                len,
-            })
         }
-        Ok(httparse::Status::Partial) => {
-            if window.len() > limits.max_head_bytes {
-                return Err(HttpError::HeadTooLarge);
-            }
-            Ok(Parsed::Partial)
-        }
-        Err(httparse::Error::TooManyHeaders) => Err(HttpError::TooManyHeaders),
-        Err(error) => {
-            if window.len() > limits.max_head_bytes {
-                return Err(HttpError::HeadTooLarge);
-            }
-            diagnose_response(window, error)
-        }
-    }
+    })
 }
 
 /// An empty [`Headers`] sized exactly for `fields`: three allocations for the whole head.
