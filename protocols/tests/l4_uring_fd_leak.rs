@@ -104,6 +104,63 @@ fn a_read_dropped_mid_flight_loses_no_bytes() {
 }
 
 #[test]
+fn a_watched_idle_stream_answers_liveness_from_its_read_and_reuses_it() {
+    let _serial = serial();
+    let (fd, addr) = listening_socket(16);
+    let mut peer = StdStream::connect(addr).unwrap();
+    let peer_thread = std::thread::spawn(move || {
+        // Answers one ping with a pong, then closes when told to.
+        let mut b = [0u8; 4];
+        peer.read_exact(&mut b).unwrap();
+        peer.write_all(b"pong").unwrap();
+        peer.read_exact(&mut b).unwrap();
+        drop(peer);
+    });
+    run_bounded(Duration::from_secs(10), move || async move {
+        let listener = UringBackend::adopt_listener(fd).unwrap();
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let pool_before = pool_stats().in_use;
+        // 1. The stream goes idle in a pool: a RECV from the provided-buffer ring is queued. It
+        //    holds no buffer while it waits.
+        stream.watch_idle();
+        sleep(Duration::from_millis(20)).await;
+        assert_eq!(uring::stats().in_flight, 1);
+        assert_eq!(pool_stats().in_use, pool_before);
+        // 2. Liveness comes from that RECV's state: still waiting, nothing flagged, so idle.
+        assert!(stream.is_idle_and_open());
+        // 3. The next exchange reuses the watched RECV: the reply arrives through it.
+        let (res, _) = stream.write_all(&b"ping"[..]).await;
+        res.unwrap();
+        assert_eq!(
+            uring::stats().in_flight,
+            1,
+            "the write queued no second RECV"
+        );
+        let mut got = Vec::new();
+        while got.len() < 4 {
+            got.extend_from_slice(&stream.read().await.unwrap().unwrap());
+        }
+        assert_eq!(got, b"pong");
+        // 4. Idle again and watched; the peer then closes: the RECV completes with EOF and the
+        //    stream is no longer reusable.
+        stream.watch_idle();
+        let (res, _) = stream.write_all(&b"bye!"[..]).await;
+        res.unwrap();
+        sleep(Duration::from_millis(50)).await;
+        assert!(!stream.is_idle_and_open(), "a closed peer is not reusable");
+        assert!(
+            stream.read().await.unwrap().is_none(),
+            "the watched RECV saw EOF"
+        );
+        assert_eq!(pool_stats().in_use, pool_before);
+        drop(stream);
+        drop(listener);
+        settle().await;
+    });
+    peer_thread.join().unwrap();
+}
+
+#[test]
 fn a_stream_dropped_with_a_read_in_flight_cancels_it_and_leaks_nothing() {
     let _serial = serial();
     let (fd, addr) = listening_socket(16);

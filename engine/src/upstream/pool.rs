@@ -81,10 +81,11 @@ impl<S: Stream> Pool<S> {
 
     /// Returns a connection whose exchange ended cleanly. Over the per-peer bound the oldest
     /// idle connection is closed.
-    pub fn checkin(&self, addr: SocketAddr, stream: S) {
+    pub fn checkin(&self, addr: SocketAddr, mut stream: S) {
         if self.max_idle_per_peer == 0 {
             return;
         }
+        stream.watch_idle();
         let mut map = self.idle.borrow_mut();
         let list = map.entry(addr).or_default();
         if list.len() >= self.max_idle_per_peer {

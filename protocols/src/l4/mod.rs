@@ -101,6 +101,12 @@ pub trait Stream: 'static {
     /// bytes nobody asked for. A non-blocking peek, no await; used when a pooled connection is
     /// checked out.
     fn is_idle_and_open(&self) -> bool;
+
+    /// Called when the stream goes idle in a pool with no read pending. A completion backend
+    /// queues a read that holds no buffer while it waits, so that a later
+    /// [`Stream::is_idle_and_open`] is answered from that read's state without a system call,
+    /// and the same read then carries the next exchange's reply. The default does nothing.
+    fn watch_idle(&mut self) {}
 }
 
 /// A listening socket adopted by a backend, yielding [`Stream`]s on the core that owns it.

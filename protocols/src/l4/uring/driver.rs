@@ -297,7 +297,7 @@ impl Driver {
     /// One turn: submit what is queued, run deferred completions, reap the CQ and wake the
     /// operations. Returns how many SQEs were submitted plus CQEs reaped. Makes no syscall
     /// when nothing is queued and the kernel has flagged no deferred work.
-    fn turn(&self) -> usize {
+    pub(crate) fn turn(&self) -> usize {
         let mut wake = Vec::new();
         let mut late = Vec::new();
         let progressed = {
@@ -394,6 +394,18 @@ impl Driver {
     /// Counts a park ended by the eventfd.
     fn count_eventfd_wakeup(&self) {
         self.inner.borrow_mut().stats.eventfd_wakeups += 1;
+    }
+
+    /// Whether a completion may exist that this thread has not routed yet: CQEs waiting in the
+    /// CQ, or deferred completions the kernel flagged (IORING_SQ_TASKRUN) and produces only at
+    /// the next GETEVENTS. When false, every operation not marked done is still in the kernel.
+    pub(crate) fn may_have_unreaped_completions(&self) -> bool {
+        let mut inner = self.inner.borrow_mut();
+        let flagged = {
+            let sq = inner.ring.submission();
+            sq.taskrun() || sq.cq_overflow()
+        };
+        flagged || !inner.ring.completion().is_empty()
     }
 
     /// Whether reads can let the kernel pick their buffer from this core's ring.
@@ -512,6 +524,11 @@ impl<R: Abandoned> InFlight<R> {
         let done = std::task::ready!(self.driver.poll_op(self.key, cx));
         self.done = Some(done);
         Poll::Ready(done)
+    }
+
+    /// The driver of the ring the operation was submitted to.
+    pub(crate) fn driver(&self) -> &Driver {
+        &self.driver
     }
 
     /// Whether the CQE has arrived (collected or not), without polling.

@@ -284,13 +284,35 @@ impl Stream for UringStream {
         self.peer
     }
 
-    /// A RECV left in flight by a dropped `read` that has completed means bytes (or EOF)
-    /// arrived: not idle. One still waiting means the socket had nothing; the peek confirms.
+    /// A RECV in flight (queued by [`Stream::watch_idle`] or left by a dropped `read`) that has
+    /// completed means bytes (or EOF) arrived: not idle. One still waiting, once every
+    /// completion the kernel holds for this ring has been routed, means nothing arrived: idle.
+    /// When the kernel has flagged deferred completions, the driver's turn is run here (one
+    /// `io_uring_enter` that submits and reaps for every operation on the core, which the
+    /// driver would otherwise make a moment later) rather than a peek. Without a RECV in
+    /// flight a non-blocking `recv(MSG_PEEK)` decides.
     fn is_idle_and_open(&self) -> bool {
-        if self.read_op.as_ref().is_some_and(InFlight::has_completed) {
-            return false;
+        let Some(op) = &self.read_op else {
+            return super::glommio::peek_idle(self.fd.as_raw_fd());
+        };
+        if !op.has_completed() && op.driver().may_have_unreaped_completions() {
+            op.driver().turn();
         }
-        super::glommio::peek_idle(self.fd.as_raw_fd())
+        !op.has_completed()
+    }
+
+    /// Queues a RECV from the provided-buffer ring (which holds no buffer until bytes arrive);
+    /// without the ring it does nothing, and the idle check falls back to a peek.
+    fn watch_idle(&mut self) {
+        if self.read_op.is_some() {
+            return;
+        }
+        if let Ok(driver) = driver::current() {
+            if driver.has_buf_ring() {
+                // Best effort: on failure the idle check peeks.
+                let _ = self.arm_read(driver, true);
+            }
+        }
     }
 }
 
