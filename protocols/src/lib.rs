@@ -3,3 +3,4 @@
 
 pub mod http;
 pub mod l4;
+pub mod rt;

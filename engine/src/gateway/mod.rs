@@ -293,7 +293,8 @@ impl ProxyHttp for Gateway {
                 Ok(a) => break a,
                 Err(NoBackend::AtCap) if now < first_try + MAX_CAP_WAIT => {
                     let left = (first_try + MAX_CAP_WAIT).saturating_duration_since(now);
-                    futures_lite::future::or(up.slot_freed(), glommio::timer::sleep(left)).await;
+                    futures_lite::future::or(up.slot_freed(), ringway_protocols::rt::sleep(left))
+                        .await;
                     now = Instant::now();
                 }
                 Err(NoBackend::AtCap) => {

@@ -123,14 +123,11 @@ pub fn resolve_cpus(list: &CpuList) -> Result<Vec<usize>, RuntimeError> {
     Ok(cpus)
 }
 
-/// Runs `fut` with a deadline; `TimedOut` if it does not finish within `dur`.
+/// Runs `fut` with a deadline; `TimedOut` if it does not finish within `dur`. The timer lives
+/// on this core's executor (the lean io_uring loop or glommio's, see `ringway_protocols::rt`).
 ///
 /// # Cancellation
 /// On timeout `fut` is dropped, cancelling whatever it was waiting for.
 pub async fn timeout<T>(dur: Duration, fut: impl Future<Output = io::Result<T>>) -> io::Result<T> {
-    futures_lite::future::or(fut, async {
-        glommio::timer::sleep(dur).await;
-        Err(io::Error::from(io::ErrorKind::TimedOut))
-    })
-    .await
+    ringway_protocols::rt::timeout(dur, fut).await
 }

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
 use ringway_protocols::l4::glommio::GlommioBackend;
-use ringway_protocols::l4::uring::UringBackend;
+use ringway_protocols::l4::uring::{self, UringBackend};
 use ringway_protocols::l4::{probe, Backend, Listener};
+use ringway_protocols::rt;
 
 use crate::listen::{reuseport_sockets, DEFAULT_BACKLOG};
 use crate::metrics::{bump, CoreMetrics, CoreStats, ServerStats};
@@ -347,12 +348,16 @@ where
                 .spawn(move || async move {
                     let (core, factory) = (CoreId(cpu), factory.as_ref());
                     let r = match io {
-                        IoBackend::Uring => {
-                            run_core::<UringBackend, P>(
-                                core, slot, &conf, factory, listeners, &shared,
-                            )
-                            .await
-                        }
+                        // The lean loop: this core's connections, timers and ring, sleeping
+                        // in io_uring_enter on the ring itself (docs/internals.md).
+                        IoBackend::Uring => uring::exec::block_on(run_core::<UringBackend, P>(
+                            core, slot, &conf, factory, listeners, &shared,
+                        ))
+                        .unwrap_or_else(|e| {
+                            Err(ServerError::Executor(format!(
+                                "the io_uring executor on {core} did not start: {e}"
+                            )))
+                        }),
                         _ => {
                             run_core::<GlommioBackend, P>(
                                 core, slot, &conf, factory, listeners, &shared,
@@ -660,7 +665,7 @@ async fn run_core<B: Backend, P: ProxyHttp + 'static>(
         let settings = Rc::new(http);
         let app = Rc::clone(&app);
         let core = Rc::clone(&core);
-        accept_tasks.push(glommio::spawn_local(accept_loop::<B, P>(
+        accept_tasks.push(rt::spawn_local(accept_loop::<B, P>(
             listener,
             app,
             core,
@@ -676,7 +681,7 @@ async fn run_core<B: Backend, P: ProxyHttp + 'static>(
     };
     let mut last_sweep = Instant::now();
     while !shared.shutdown.load(Ordering::Acquire) {
-        glommio::timer::sleep(TICK).await;
+        rt::sleep(TICK).await;
         publish(&core);
         if last_sweep.elapsed() >= Duration::from_secs(1) {
             last_sweep = Instant::now();
@@ -694,7 +699,7 @@ async fn run_core<B: Backend, P: ProxyHttp + 'static>(
         && Instant::now() < deadline
         && !shared.force.load(Ordering::Acquire)
     {
-        glommio::timer::sleep(Duration::from_millis(10)).await;
+        rt::sleep(Duration::from_millis(10)).await;
     }
     if core.metrics.active.get() > 0 {
         log::warn!(
@@ -706,7 +711,7 @@ async fn run_core<B: Backend, P: ProxyHttp + 'static>(
         // ring, which needs the executor).
         let deadline = Instant::now() + CLOSE_WAIT;
         while core.metrics.active.get() > 0 && Instant::now() < deadline {
-            glommio::timer::sleep(Duration::from_millis(5)).await;
+            rt::sleep(Duration::from_millis(5)).await;
         }
     }
     publish(&core);
@@ -738,7 +743,7 @@ impl<B: Backend, P: ProxyHttp + 'static> Spawner<B, P> {
             Rc::clone(&self.core),
             Rc::clone(&self.settings),
         );
-        glommio::spawn_local(async move {
+        rt::spawn_local(async move {
             let _active = guard_state;
             // Backstop: phases are guarded one by one; this catches a bug in the driver itself
             // so it ends one connection, not the core.
@@ -811,7 +816,7 @@ async fn accept_loop<B: Backend, P: ProxyHttp + 'static>(
                             Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
                         ) {
                             log::warn!("accept: {e}; backing off {ACCEPT_BACKOFF:?}");
-                            glommio::timer::sleep(ACCEPT_BACKOFF).await;
+                            rt::sleep(ACCEPT_BACKOFF).await;
                         } else {
                             log::debug!("accept: {e}");
                         }

@@ -79,6 +79,9 @@ pub(crate) struct Driver {
     eventfd: OwnedFd,
     /// Whether a driver task is alive on this thread's executor.
     task_alive: Cell<bool>,
+    /// Whether the lean executor (`exec.rs`) drives the ring on this thread now: no glommio
+    /// driver task is spawned then.
+    lean: Cell<bool>,
 }
 
 thread_local! {
@@ -104,11 +107,30 @@ pub(crate) fn current() -> io::Result<Rc<Driver>> {
             Ok(d)
         })
         .map_err(|_| io::Error::other("io_uring driver: thread is exiting"))??;
-    if !driver.task_alive.get() {
+    if !driver.task_alive.get() && !driver.lean.get() {
         // First use on this thread, or a previous executor on this thread has gone.
         driver.task_alive.set(true);
         glommio::spawn_local(drive(driver.clone())).detach();
     }
+    Ok(driver)
+}
+
+/// This thread's driver for the lean executor, which drives the ring itself (no glommio task).
+///
+/// # Errors
+/// As [`current`].
+pub(crate) fn current_lean() -> io::Result<Rc<Driver>> {
+    let driver = DRIVER
+        .try_with(|cell| -> io::Result<Rc<Driver>> {
+            if let Some(d) = cell.borrow().as_ref() {
+                return Ok(d.clone());
+            }
+            let d = Rc::new(Driver::new()?);
+            *cell.borrow_mut() = Some(d.clone());
+            Ok(d)
+        })
+        .map_err(|_| io::Error::other("io_uring driver: thread is exiting"))??;
+    driver.lean.set(true);
     Ok(driver)
 }
 
@@ -178,6 +200,7 @@ impl Driver {
             }),
             eventfd,
             task_alive: Cell::new(false),
+            lean: Cell::new(false),
         })
     }
 
@@ -298,8 +321,6 @@ impl Driver {
     /// operations. Returns how many SQEs were submitted plus CQEs reaped. Makes no syscall
     /// when nothing is queued and the kernel has flagged no deferred work.
     pub(crate) fn turn(&self) -> usize {
-        let mut wake = Vec::new();
-        let mut late = Vec::new();
         let progressed = {
             let mut guard = self.inner.borrow_mut();
             let inner = &mut *guard;
@@ -322,6 +343,19 @@ impl Driver {
                 }
                 inner.stats.submitted += submitted as u64;
             }
+            submitted
+        };
+        progressed + self.reap()
+    }
+
+    /// Routes every CQE in the completion queue (no system call) and wakes their operations;
+    /// returns how many.
+    fn reap(&self) -> usize {
+        let mut wake = Vec::new();
+        let mut late = Vec::new();
+        let reaped = {
+            let mut guard = self.inner.borrow_mut();
+            let inner = &mut *guard;
             let mut reaped = 0;
             for cqe in inner.ring.completion() {
                 reaped += 1;
@@ -335,7 +369,7 @@ impl Driver {
                 );
             }
             inner.stats.completions += reaped as u64;
-            submitted + reaped
+            reaped
         };
         for w in wake {
             w.wake();
@@ -345,7 +379,38 @@ impl Driver {
             drop(self.take_selected(res, flags));
             resources.late_completion(res);
         }
-        progressed
+        reaped
+    }
+
+    /// The lean executor's sleep: one `io_uring_enter` that submits what is queued, runs
+    /// deferred completions and waits until at least one completion is posted or `timeout`
+    /// passes (returning at once when one is already there), then reaps.
+    pub(crate) fn wait(&self, timeout: Duration) {
+        {
+            let mut guard = self.inner.borrow_mut();
+            let inner = &mut *guard;
+            if inner.ring.completion().is_empty() {
+                inner.stats.enters += 1;
+                inner.stats.parks += 1;
+                let ts = types::Timespec::from(timeout);
+                let args = types::SubmitArgs::new().timespec(&ts);
+                match inner.ring.submitter().submit_with_args(1, &args) {
+                    Ok(n) => inner.stats.submitted += n as u64,
+                    Err(e) => match e.raw_os_error() {
+                        Some(libc::ETIME | libc::EINTR | libc::EAGAIN | libc::EBUSY) => {}
+                        _ => log::error!("io_uring_enter (wait) failed: {e}"),
+                    },
+                }
+            }
+        }
+        self.reap();
+    }
+
+    /// Ends lean driving on this thread: cancels and reaps what is still in flight (bounded),
+    /// and lets a later glommio-hosted use spawn its driver task again.
+    pub(crate) fn shutdown_lean(&self) {
+        self.shutdown();
+        self.lean.set(false);
     }
 
     fn in_flight(&self) -> usize {

@@ -20,6 +20,7 @@
 
 mod bufring;
 mod driver;
+pub mod exec;
 mod slots;
 
 use std::io;
