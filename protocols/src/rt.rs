@@ -61,23 +61,75 @@ pub fn spawn_local<T: 'static>(fut: impl Future<Output = T> + 'static) -> JoinHa
     }
 }
 
+/// A timer on this thread's executor; see [`sleep`].
+#[derive(Debug)]
+pub enum Sleep {
+    /// On the lean loop: a map entry, no allocation of its own.
+    Lean(exec::Sleep),
+    /// On glommio's reactor.
+    Glommio(glommio::timer::Timer),
+}
+
 /// Sleeps for `dur` on this thread's executor's timers.
-pub async fn sleep(dur: Duration) {
+pub fn sleep(dur: Duration) -> Sleep {
     if exec::is_running() {
-        exec::sleep(dur).await;
+        Sleep::Lean(exec::sleep(dur))
     } else {
-        glommio::timer::sleep(dur).await;
+        Sleep::Glommio(glommio::timer::Timer::new(dur))
     }
 }
 
-/// Runs `fut` with a deadline; `TimedOut` if it does not finish within `dur`.
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.get_mut() {
+            Sleep::Lean(s) => Pin::new(s).poll(cx),
+            Sleep::Glommio(t) => Pin::new(t).poll(cx).map(|_| ()),
+        }
+    }
+}
+
+/// `fut` bounded by a timer; see [`timeout`]. A plain struct rather than an `async` block, so
+/// that the many futures holding one (a read with its deadline, in every idle connection) stay
+/// small: the operation, the timer, nothing else.
+#[derive(Debug)]
+pub struct Timeout<F> {
+    fut: F,
+    /// Armed lazily: a future that is ready at its first poll never touches the timers.
+    dur: Duration,
+    sleep: Option<Sleep>,
+}
+
+/// Runs `fut` with a deadline; `TimedOut` if it does not finish within `dur`. The deadline is
+/// counted from the first poll.
 ///
 /// # Cancellation
-/// On timeout `fut` is dropped, cancelling whatever it was waiting for.
-pub async fn timeout<T>(dur: Duration, fut: impl Future<Output = io::Result<T>>) -> io::Result<T> {
-    futures_lite::future::or(fut, async {
-        sleep(dur).await;
-        Err(io::Error::from(io::ErrorKind::TimedOut))
-    })
-    .await
+/// On timeout `fut` is dropped (with the `Timeout`), cancelling whatever it was waiting for.
+pub fn timeout<T, F: Future<Output = io::Result<T>>>(dur: Duration, fut: F) -> Timeout<F> {
+    Timeout {
+        fut,
+        dur,
+        sleep: None,
+    }
+}
+
+impl<T, F: Future<Output = io::Result<T>>> Future for Timeout<F> {
+    type Output = io::Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        // SAFETY: `fut` is structurally pinned (never moved out of the pinned struct); `dur`
+        // and `sleep` are not (both are Unpin and only used through `&mut`).
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: as above; `fut` stays where it is for as long as the Timeout lives.
+        if let Poll::Ready(v) = unsafe { Pin::new_unchecked(&mut this.fut) }.poll(cx) {
+            return Poll::Ready(v);
+        }
+        let dur = this.dur;
+        let sleep = this.sleep.get_or_insert_with(|| sleep(dur));
+        match Pin::new(sleep).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::from(io::ErrorKind::TimedOut))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }

@@ -224,59 +224,106 @@ pub(crate) async fn serve_connection<B: Backend, P: ProxyHttp>(
     let mut conn = Conn::new(stream);
     let mut first = true;
     loop {
-        let first_byte = if first {
-            settings.header_timeout
-        } else {
-            settings.keepalive_timeout
-        };
-        let head = read_head(
-            &mut conn,
-            |b| parse_request(b, &settings.limits),
-            &settings.limits,
-            first_byte,
-            settings.header_timeout,
-            // At shutdown an idle keep-alive connection closes at once; a new one still gets its
-            // first request answered (its client sent it to a listener that was open).
-            (!first).then_some(&core.shutdown),
-        )
-        .await;
-        let head = match head {
-            Ok(Ok(head)) => head,
-            Ok(Err(HeadEnd::Idle)) | Ok(Err(HeadEnd::Eof { partial: false })) => return,
-            Ok(Err(HeadEnd::Eof { partial: true })) | Err(HeadError::Io(_)) => {
-                bump(&core.metrics.errors);
-                return;
-            }
-            Err(HeadError::Timeout { got_bytes }) => {
-                // A keep-alive connection idle too long closes silently; a new connection that
-                // stayed silent, or a head that came too slowly, gets 408.
-                if got_bytes || first {
-                    bump(&core.metrics.errors);
-                    send_error(&mut conn.stream, 408, &settings).await;
-                    core.metrics.record_response(408, 0);
+        // Idle: the wait for the next request's first bytes is a small future of its own (the
+        // read and its timer). Reading the rest of the head and serving the request run boxed:
+        // an async fn's state is as large as its largest await point, and the request pipeline
+        // is kilobytes, which every idle keep-alive connection would otherwise hold. One
+        // allocation per request instead.
+        if conn.scratch.is_empty() && conn.pending.is_none() {
+            let read = timeout(
+                if first {
+                    settings.header_timeout
+                } else {
+                    settings.keepalive_timeout
+                },
+                conn.stream.read(),
+            );
+            let res = if first {
+                read.await
+            } else {
+                // At shutdown an idle keep-alive connection closes at once; a new one still gets
+                // its first request answered (its client sent it to a listener that was open).
+                futures_lite::future::or(read, async {
+                    core.shutdown.wait().await;
+                    Err(io::Error::from(io::ErrorKind::Interrupted))
+                })
+                .await
+            };
+            match res {
+                Ok(Some(buf)) => conn.pending = Some(buf),
+                Ok(None) => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                    // A keep-alive connection idle too long closes silently; a new connection
+                    // that stayed silent gets 408.
+                    if first {
+                        bump(&core.metrics.errors);
+                        send_error_boxed(&mut conn.stream, 408, &settings).await;
+                        core.metrics.record_response(408, 0);
+                    }
+                    return;
                 }
-                return;
+                Err(_) => {
+                    bump(&core.metrics.errors);
+                    return;
+                }
             }
-            Err(HeadError::Http(e)) => {
-                bump(&core.metrics.errors);
-                send_error(&mut conn.stream, e.status(), &settings).await;
-                core.metrics.record_response(e.status(), 0);
-                return;
-            }
-        };
-        first = false;
-        bump(&core.metrics.requests);
-        // Boxed: an async fn's state is as large as its largest await point, and the request
-        // pipeline is large; boxed, an idle keep-alive connection's task holds only the small
-        // head-reading state (one allocation per request instead of kilobytes per connection).
-        let keep = Box::pin(process_request::<B, P>(
-            &app, &core, &settings, &mut conn, head, client,
+        }
+        let keep = Box::pin(next_request::<B, P>(
+            &app, &core, &settings, &mut conn, first, client,
         ))
         .await;
+        first = false;
         if !keep || core.shutdown.is_set() {
             return;
         }
     }
+}
+
+/// Reads the rest of a request head whose first bytes have arrived, then serves the request;
+/// returns whether the downstream connection may be reused.
+async fn next_request<B: Backend, P: ProxyHttp>(
+    app: &P,
+    core: &CoreCtx<B::Stream>,
+    settings: &HttpSettings,
+    conn: &mut Conn<B::Stream>,
+    first: bool,
+    client: SocketAddr,
+) -> bool {
+    let head = read_head(
+        conn,
+        |b| parse_request(b, &settings.limits),
+        &settings.limits,
+        settings.header_timeout,
+        settings.header_timeout,
+        None,
+    )
+    .await;
+    let head = match head {
+        Ok(Ok(head)) => head,
+        Ok(Err(HeadEnd::Idle)) | Ok(Err(HeadEnd::Eof { partial: false })) => return false,
+        Ok(Err(HeadEnd::Eof { partial: true })) | Err(HeadError::Io(_)) => {
+            bump(&core.metrics.errors);
+            return false;
+        }
+        Err(HeadError::Timeout { got_bytes }) => {
+            // A head that came too slowly (or, on a new connection, not at all) gets 408.
+            if got_bytes || first {
+                bump(&core.metrics.errors);
+                send_error(&mut conn.stream, 408, settings).await;
+                core.metrics.record_response(408, 0);
+            }
+            return false;
+        }
+        Err(HeadError::Http(e)) => {
+            bump(&core.metrics.errors);
+            send_error(&mut conn.stream, e.status(), settings).await;
+            core.metrics.record_response(e.status(), 0);
+            return false;
+        }
+    };
+    bump(&core.metrics.requests);
+    process_request::<B, P>(app, core, settings, conn, head, client).await
 }
 
 /// What the driver knows about the downstream request's body.
@@ -1328,4 +1375,11 @@ async fn send_status<S: Stream>(
 /// Answers a request that never reached the phases (bad head, timeout), then the caller closes.
 async fn send_error<S: Stream>(stream: &mut S, status: u16, settings: &HttpSettings) {
     send_status(stream, status, false, settings).await;
+}
+
+/// [`send_error`] on the heap: its state is over a kilobyte, and inlined into the connection
+/// loop it would be paid by every idle keep-alive connection, not only by the rare one that
+/// gets an error before a request is parsed.
+async fn send_error_boxed<S: Stream>(stream: &mut S, status: u16, settings: &HttpSettings) {
+    Box::pin(send_error(stream, status, settings)).await;
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 pub use limits::{
     check_memlock, has_cap_ipc_lock, raise_nofile, MemlockReport, RINGS_PER_EXECUTOR,
 };
-pub use signal::{LocalNotify, LocalSignal, Notified};
+pub use signal::{LocalNotify, LocalSignal, Notified, WaitSlot};
 
 /// Memory glommio registers on each of an executor's rings; networking does not use it, so it
 /// is kept small (glommio's default of 10 MiB would not fit an 8 MiB RLIMIT_MEMLOCK).
@@ -128,6 +128,9 @@ pub fn resolve_cpus(list: &CpuList) -> Result<Vec<usize>, RuntimeError> {
 ///
 /// # Cancellation
 /// On timeout `fut` is dropped, cancelling whatever it was waiting for.
-pub async fn timeout<T>(dur: Duration, fut: impl Future<Output = io::Result<T>>) -> io::Result<T> {
-    ringway_protocols::rt::timeout(dur, fut).await
+pub fn timeout<T, F: Future<Output = io::Result<T>>>(
+    dur: Duration,
+    fut: F,
+) -> ringway_protocols::rt::Timeout<F> {
+    ringway_protocols::rt::timeout(dur, fut)
 }

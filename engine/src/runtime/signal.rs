@@ -145,7 +145,22 @@ impl LocalSignal {
     pub fn waiters(&self) -> usize {
         self.inner.waiters.borrow().len()
     }
+
+    /// [`LocalSignal::wait`] for hand-written futures that own the signal: `slot` is the
+    /// caller's waker slot, to be released with [`LocalSignal::forget`] when it stops waiting.
+    pub fn poll_wait(&self, slot: &mut WaitSlot, cx: &mut Context<'_>) -> Poll<()> {
+        self.inner.poll_wait(&mut slot.0, self.inner.set.get(), cx)
+    }
+
+    /// Releases a slot taken by [`LocalSignal::poll_wait`].
+    pub fn forget(&self, slot: &mut WaitSlot) {
+        self.inner.forget(&mut slot.0);
+    }
 }
+
+/// A waiter's place in a [`LocalSignal`]'s waker table, for [`LocalSignal::poll_wait`].
+#[derive(Debug, Default)]
+pub struct WaitSlot(Option<(usize, u64)>);
 
 /// The future of [`LocalSignal::wait`].
 pub struct Wait<'a> {

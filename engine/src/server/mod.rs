@@ -6,12 +6,15 @@
 //! (off the request path), publishes its counters there, and sweeps its pool.
 
 use std::fmt;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
@@ -22,11 +25,11 @@ use ringway_protocols::rt;
 
 use crate::listen::{reuseport_sockets, DEFAULT_BACKLOG};
 use crate::metrics::{bump, CoreMetrics, CoreStats, ServerStats};
-use crate::proxy::panic::{caught_panics, guard, install_hook, PanicHookMode};
+use crate::proxy::panic::{caught_panics, guard, install_hook, Guarded, PanicHookMode};
 use crate::proxy::{serve_connection, CoreCtx, HttpSettings, ProxyHttp};
 use crate::runtime::{
     check_memlock, raise_nofile, resolve_cpus, CoreId, CpuList, LocalNotify, LocalSignal,
-    RuntimeError, IO_MEMORY,
+    RuntimeError, WaitSlot, IO_MEMORY,
 };
 use crate::upstream::{Pool, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_IDLE_PER_PEER};
 
@@ -738,37 +741,69 @@ impl<B: Backend, P: ProxyHttp + 'static> Spawner<B, P> {
             listener_active: Rc::clone(&self.active),
             slot_freed: self.slot_freed.clone(),
         };
-        let (app, core, settings) = (
+        let closing = self.core.closing.clone();
+        let fut = guard(serve_connection::<B, P>(
             Rc::clone(&self.app),
             Rc::clone(&self.core),
             Rc::clone(&self.settings),
-        );
-        rt::spawn_local(async move {
-            let _active = guard_state;
-            // Backstop: phases are guarded one by one; this catches a bug in the driver itself
-            // so it ends one connection, not the core.
-            // At the end of the grace period the stream is dropped (closed) with the future:
-            // glommio would otherwise leave the task, and its connection, open after the
-            // executor returns.
-            let closing = core.closing.clone();
-            let served = futures_lite::future::or(
-                async {
-                    Some(guard(serve_connection::<B, P>(app, core, settings, stream, peer)).await)
-                },
-                async {
-                    closing.wait().await;
-                    None
-                },
-            )
-            .await;
-            if let Some(Err(p)) = served {
-                log::error!(
-                    "connection task panicked: {}",
-                    crate::proxy::panic::payload_str(&*p)
-                );
+            stream,
+            peer,
+        ));
+        let task = ConnTask {
+            fut,
+            closing,
+            slot: WaitSlot::default(),
+            _active: guard_state,
+        };
+        rt::spawn_local(task).detach();
+    }
+}
+
+/// One connection's task: its future under a panic guard (a backstop: phases are guarded one
+/// by one; this catches a bug in the driver itself so it ends one connection, not the core),
+/// raced against the core's closing signal (at the end of the grace period the stream is
+/// dropped, and so closed, with the future: glommio would otherwise leave the task, and its
+/// connection, open after the executor returns), holding the active-connection count.
+///
+/// A plain struct rather than an `async` block: a block would keep the values it captured next
+/// to the future built from them, and every connection would pay both for its whole life.
+struct ConnTask<F, S> {
+    fut: Guarded<F>,
+    closing: LocalSignal,
+    slot: WaitSlot,
+    _active: ActiveGuard<S>,
+}
+
+impl<F: Future<Output = ()>, S> Future for ConnTask<F, S> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // SAFETY: `fut` is structurally pinned and never moved out; the other fields are not
+        // pinned and are only used through `&mut`.
+        let this = unsafe { self.get_unchecked_mut() };
+        if this.closing.poll_wait(&mut this.slot, cx).is_ready() {
+            return Poll::Ready(());
+        }
+        // SAFETY: as above.
+        match unsafe { Pin::new_unchecked(&mut this.fut) }.poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(r) => {
+                this.closing.forget(&mut this.slot);
+                if let Err(p) = r {
+                    log::error!(
+                        "connection task panicked: {}",
+                        crate::proxy::panic::payload_str(&*p)
+                    );
+                }
+                Poll::Ready(())
             }
-        })
-        .detach();
+        }
+    }
+}
+
+impl<F, S> Drop for ConnTask<F, S> {
+    fn drop(&mut self) {
+        self.closing.forget(&mut self.slot);
     }
 }
 
