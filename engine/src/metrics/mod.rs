@@ -108,7 +108,7 @@ pub struct CoreStats {
     /// Panics caught in phases.
     pub panics: u64,
     /// Read buffers this core's pool has handed out and not got back (bytes held in user
-    /// space = this x 16 KiB).
+    /// space = at most this x 64 KiB).
     pub read_buffers_in_use: usize,
     /// Median request latency, microseconds.
     pub latency_p50_us: u64,

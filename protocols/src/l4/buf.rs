@@ -7,11 +7,13 @@
 use std::cell::RefCell;
 use std::ops::Deref;
 
-/// Size of every pooled read buffer: one read returns at most this many bytes.
-pub const READ_BUF_SIZE: usize = 16 * 1024;
+/// Size of every pooled read buffer: one read returns at most this many bytes. 64 KiB: a
+/// 16 KiB response with its head arrives in one read (with 16 KiB buffers it took two RECVs and
+/// two SENDs; measured 25.3 -> 19.5 CPU µs/request at 50 connections, wrk, one run each).
+pub const READ_BUF_SIZE: usize = 64 * 1024;
 
 /// Free buffers kept per core; beyond it a returned buffer is freed.
-const MAX_POOLED_BUFFERS: usize = 1024;
+const MAX_POOLED_BUFFERS: usize = 256;
 
 struct Pool {
     free: Vec<Vec<u8>>,

@@ -21,7 +21,7 @@ use crate::l4::buf::{count_taken, take_uncounted, IoBuf, READ_BUF_SIZE};
 pub(crate) const BUF_GROUP: u16 = 0;
 
 /// Buffers lent to the kernel per core (a power of two): the most reads that can complete
-/// without a consumer before RECVs fall back to their own buffers. 64 x 16 KiB = 1 MiB per core.
+/// without a consumer before RECVs fall back to their own buffers. 64 x 64 KiB = 4 MiB per core.
 const RING_ENTRIES: u16 = 64;
 
 /// Ring memory must be page-aligned.
