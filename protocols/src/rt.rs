@@ -70,6 +70,19 @@ pub enum Sleep {
     Glommio(glommio::timer::Timer),
 }
 
+/// Spawns `fut` on this thread's executor with nobody to await it (on the lean loop this
+/// allocates no join state).
+///
+/// # Panics
+/// Outside both executors (as `glommio::spawn_local`).
+pub fn spawn_detached(fut: impl Future<Output = ()> + 'static) {
+    if exec::is_running() {
+        exec::spawn_detached(fut);
+    } else {
+        glommio::spawn_local(fut).detach();
+    }
+}
+
 /// Sleeps for `dur` on this thread's executor's timers.
 pub fn sleep(dur: Duration) -> Sleep {
     if exec::is_running() {

@@ -214,68 +214,73 @@ async fn read_head<S: Stream, T>(
 
 /// Serves one downstream connection until it closes, its keep-alive ends, or the core shuts
 /// down. Never panics outward: the caller also runs it under a guard as a backstop.
-pub(crate) async fn serve_connection<B: Backend, P: ProxyHttp>(
+pub(crate) fn serve_connection<B: Backend, P: ProxyHttp>(
     app: Rc<P>,
     core: Rc<CoreCtx<B::Stream>>,
     settings: Rc<HttpSettings>,
     stream: B::Stream,
     client: SocketAddr,
-) {
+) -> impl std::future::Future<Output = ()> {
     let mut conn = Conn::new(stream);
-    let mut first = true;
-    loop {
-        // Idle: the wait for the next request's first bytes is a small future of its own (the
-        // read and its timer). Reading the rest of the head and serving the request run boxed:
-        // an async fn's state is as large as its largest await point, and the request pipeline
-        // is kilobytes, which every idle keep-alive connection would otherwise hold. One
-        // allocation per request instead.
-        if conn.scratch.is_empty() && conn.pending.is_none() {
-            let read = timeout(
-                if first {
-                    settings.header_timeout
-                } else {
-                    settings.keepalive_timeout
-                },
-                conn.stream.read(),
-            );
-            let res = if first {
-                read.await
-            } else {
-                // At shutdown an idle keep-alive connection closes at once; a new one still gets
-                // its first request answered (its client sent it to a listener that was open).
-                futures_lite::future::or(read, async {
-                    core.shutdown.wait().await;
-                    Err(io::Error::from(io::ErrorKind::Interrupted))
-                })
-                .await
-            };
-            match res {
-                Ok(Some(buf)) => conn.pending = Some(buf),
-                Ok(None) => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
-                Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-                    // A keep-alive connection idle too long closes silently; a new connection
-                    // that stayed silent gets 408.
+    // An `async move` block that uses its captures in place, not an `async fn`: an async fn
+    // moves each parameter into a local, and the future keeps both slots for its whole life
+    // (every idle connection would pay for the stream twice).
+    async move {
+        let mut first = true;
+        loop {
+            // Idle: the wait for the next request's first bytes is a small future of its own (the
+            // read and its timer). Reading the rest of the head and serving the request run boxed:
+            // an async fn's state is as large as its largest await point, and the request pipeline
+            // is kilobytes, which every idle keep-alive connection would otherwise hold. One
+            // allocation per request instead.
+            if conn.scratch.is_empty() && conn.pending.is_none() {
+                let read = timeout(
                     if first {
-                        bump(&core.metrics.errors);
-                        send_error_boxed(&mut conn.stream, 408, &settings).await;
-                        core.metrics.record_response(408, 0);
+                        settings.header_timeout
+                    } else {
+                        settings.keepalive_timeout
+                    },
+                    conn.stream.read(),
+                );
+                let res = if first {
+                    read.await
+                } else {
+                    // At shutdown an idle keep-alive connection closes at once; a new one still gets
+                    // its first request answered (its client sent it to a listener that was open).
+                    futures_lite::future::or(read, async {
+                        core.shutdown.wait().await;
+                        Err(io::Error::from(io::ErrorKind::Interrupted))
+                    })
+                    .await
+                };
+                match res {
+                    Ok(Some(buf)) => conn.pending = Some(buf),
+                    Ok(None) => return,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => return,
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                        // A keep-alive connection idle too long closes silently; a new connection
+                        // that stayed silent gets 408.
+                        if first {
+                            bump(&core.metrics.errors);
+                            send_error_boxed(&mut conn.stream, 408, &settings).await;
+                            core.metrics.record_response(408, 0);
+                        }
+                        return;
                     }
-                    return;
-                }
-                Err(_) => {
-                    bump(&core.metrics.errors);
-                    return;
+                    Err(_) => {
+                        bump(&core.metrics.errors);
+                        return;
+                    }
                 }
             }
-        }
-        let keep = Box::pin(next_request::<B, P>(
-            &app, &core, &settings, &mut conn, first, client,
-        ))
-        .await;
-        first = false;
-        if !keep || core.shutdown.is_set() {
-            return;
+            let keep = Box::pin(next_request::<B, P>(
+                &app, &core, &settings, &mut conn, first, client,
+            ))
+            .await;
+            first = false;
+            if !keep || core.shutdown.is_set() {
+                return;
+            }
         }
     }
 }

@@ -755,7 +755,7 @@ impl<B: Backend, P: ProxyHttp + 'static> Spawner<B, P> {
             slot: WaitSlot::default(),
             _active: guard_state,
         };
-        rt::spawn_local(task).detach();
+        rt::spawn_detached(task);
     }
 }
 

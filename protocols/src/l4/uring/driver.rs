@@ -178,10 +178,10 @@ impl Driver {
         ring.submitter().register_eventfd(eventfd.as_raw_fd())?;
         // Notifications only while parked.
         ring.completion().disable_eventfd();
-        // Saves the kernel a descriptor lookup per io_uring_enter; optional.
-        if let Err(e) = ring.submitter().register_ring_fd() {
-            log::debug!("io_uring: register_ring_fd unavailable: {e}");
-        }
+        // No IORING_REGISTER_RING_FDS: io-uring 0.7 keeps the registered index in the
+        // Submitter that registered it, and `ring.submitter()` builds a fresh one per call, so
+        // a registration here would take a kernel slot and never be used (it was, until this
+        // was noticed). Using it needs a long-lived Submitter; see docs/internals.md.
         let buf_ring = match BufRing::register(&ring.submitter()) {
             Ok(r) => Some(r),
             Err(e) => {

@@ -318,11 +318,10 @@ pub fn spawn_local<T: 'static>(fut: impl Future<Output = T> + 'static) -> JoinHa
         waiter: RefCell::new(None),
         ended: Cell::new(false),
     });
-    let end = Ended(Rc::clone(&state));
     let task = Rc::new(Task {
-        future: RefCell::new(Some(Box::pin(async move {
-            let out = fut.await;
-            *end.0.output.borrow_mut() = Some(out);
+        future: RefCell::new(Some(Box::pin(Spawned {
+            fut,
+            end: Ended(Rc::clone(&state)),
         }))),
         queued: Cell::new(true),
         slot: Cell::new(0),
@@ -331,6 +330,25 @@ pub fn spawn_local<T: 'static>(fut: impl Future<Output = T> + 'static) -> JoinHa
     exec.register(Rc::clone(&task));
     exec.ready.borrow_mut().push_back(task);
     JoinHandle { state }
+}
+
+/// Spawns `fut` on this thread's lean executor with nobody to await it: no join state is
+/// allocated (a connection task costs only its header and its future).
+///
+/// # Panics
+/// When no lean executor runs on this thread.
+pub fn spawn_detached(fut: impl Future<Output = ()> + 'static) {
+    let Some(exec) = current() else {
+        panic!("uring::exec::spawn_detached outside uring::exec::block_on");
+    };
+    let task = Rc::new(Task {
+        future: RefCell::new(Some(Box::pin(fut))),
+        queued: Cell::new(true),
+        slot: Cell::new(0),
+        home: home(),
+    });
+    exec.register(Rc::clone(&task));
+    exec.ready.borrow_mut().push_back(task);
 }
 
 struct JoinState<T> {
@@ -350,6 +368,32 @@ impl<T> Drop for Ended<T> {
         let waiter = self.0.waiter.borrow_mut().take();
         if let Some(w) = waiter {
             w.wake();
+        }
+    }
+}
+
+/// A spawned future and where its output goes. A plain struct rather than an `async` block,
+/// which would keep the captured future beside the state awaiting it (twice the memory for
+/// every task, every idle connection included).
+struct Spawned<F: Future> {
+    fut: F,
+    end: Ended<F::Output>,
+}
+
+impl<F: Future> Future for Spawned<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // SAFETY: `fut` is structurally pinned and never moved out; `end` is not pinned and is
+        // only used through `&`.
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: as above.
+        match unsafe { Pin::new_unchecked(&mut this.fut) }.poll(cx) {
+            Poll::Ready(out) => {
+                *this.end.0.output.borrow_mut() = Some(out);
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }

@@ -1,0 +1,178 @@
+//! The lean per-core executor (`uring::exec`): tasks, timers, panics, sleeping and teardown,
+//! over real loopback sockets where the ring is involved.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+use common::listening_socket;
+
+use std::cell::{Cell, RefCell};
+use std::io::Read;
+use std::net::TcpStream as StdStream;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use ringway_protocols::l4::uring::{self, exec, UringBackend};
+use ringway_protocols::l4::{Backend, Listener, Stream};
+use ringway_protocols::rt;
+
+/// Runs `f` on a fresh thread inside the lean executor.
+fn on_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(f).join().unwrap()
+}
+
+#[test]
+fn spawned_tasks_and_timers_run_in_deadline_order() {
+    let order = on_thread(|| {
+        exec::block_on(async {
+            let order = Rc::new(RefCell::new(Vec::new()));
+            let mut handles = Vec::new();
+            for (name, ms) in [("c", 60u64), ("a", 20), ("b", 40)] {
+                let order = Rc::clone(&order);
+                handles.push(rt::spawn_local(async move {
+                    let t = Instant::now();
+                    rt::sleep(Duration::from_millis(ms)).await;
+                    assert!(t.elapsed() >= Duration::from_millis(ms), "woke early");
+                    order.borrow_mut().push(name);
+                    ms
+                }));
+            }
+            let mut total = 0;
+            for h in handles {
+                total += h.await.unwrap();
+            }
+            assert_eq!(total, 120);
+            let v = order.borrow().clone();
+            v
+        })
+        .unwrap()
+    });
+    assert_eq!(order, ["a", "b", "c"]);
+}
+
+#[test]
+fn a_timeout_fires_and_a_ready_future_never_arms_its_timer() {
+    on_thread(|| {
+        exec::block_on(async {
+            let r: std::io::Result<()> =
+                rt::timeout(Duration::from_millis(30), std::future::pending()).await;
+            assert_eq!(r.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+            let r = rt::timeout(Duration::from_secs(5), async { Ok(7) }).await;
+            assert_eq!(r.unwrap(), 7);
+            assert_eq!(exec::stats().timers, 0, "no timer left behind");
+        })
+        .unwrap();
+    });
+}
+
+#[test]
+fn a_panicking_task_is_dropped_and_the_others_go_on() {
+    on_thread(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let r = exec::block_on(async {
+            let survivor = rt::spawn_local(async {
+                rt::sleep(Duration::from_millis(20)).await;
+                "alive"
+            });
+            let doomed = rt::spawn_local(async {
+                rt::sleep(Duration::from_millis(5)).await;
+                panic!("boom");
+            });
+            // The joiner of a panicked task learns it ended without an output.
+            let d: Option<()> = doomed.await;
+            (d.is_none(), survivor.await)
+        });
+        std::panic::set_hook(prev);
+        assert_eq!(r.unwrap(), (true, Some("alive")));
+    });
+}
+
+#[test]
+fn tasks_alive_at_the_end_are_dropped_and_their_sockets_closed() {
+    let (fd, addr) = listening_socket(16);
+    let mut peer = StdStream::connect(addr).unwrap();
+    peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let in_flight_after = on_thread(move || {
+        exec::block_on(async move {
+            let listener = UringBackend::adopt_listener(fd).unwrap();
+            let (mut stream, _) = listener.accept().await.unwrap();
+            // A task waits forever in a read on the accepted stream.
+            rt::spawn_local(async move {
+                let _ = stream.read().await;
+                unreachable!("the peer never sends");
+            })
+            .detach();
+            rt::sleep(Duration::from_millis(20)).await;
+            assert_eq!(exec::stats().tasks, 1);
+            assert_eq!(uring::stats().in_flight, 1, "its RECV is in the kernel");
+        })
+        .unwrap();
+        // The executor dropped the task (closing the stream) and reaped the RECV's cancellation.
+        uring::stats().in_flight
+    });
+    assert_eq!(in_flight_after, 0);
+    let mut b = [0u8; 1];
+    assert_eq!(peer.read(&mut b).unwrap(), 0, "the peer sees EOF");
+}
+
+#[test]
+fn an_idle_executor_sleeps_in_the_ring_instead_of_spinning() {
+    let (enters, parks) = on_thread(|| {
+        exec::block_on(async {
+            let before = uring::stats();
+            rt::sleep(Duration::from_millis(200)).await;
+            let after = uring::stats();
+            (after.enters - before.enters, after.parks - before.parks)
+        })
+        .unwrap()
+    });
+    // One wait for the timer's deadline (a spurious early return may add one or two).
+    assert!(enters <= 3, "{enters} enters while idle for 200 ms");
+    assert!(parks >= 1);
+}
+
+#[test]
+fn wakes_from_other_tasks_and_io_interleave() {
+    let (fd, addr) = listening_socket(16);
+    let peer = std::thread::spawn(move || {
+        let mut s = StdStream::connect(addr).unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got
+    });
+    let count = on_thread(move || {
+        exec::block_on(async move {
+            let listener = UringBackend::adopt_listener(fd).unwrap();
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let ticks = Rc::new(Cell::new(0u32));
+            let t2 = Rc::clone(&ticks);
+            let ticker = rt::spawn_local(async move {
+                for _ in 0..10 {
+                    rt::sleep(Duration::from_millis(2)).await;
+                    t2.set(t2.get() + 1);
+                }
+            });
+            for i in 0..100u32 {
+                let (r, _) = stream.write_all(format!("{i};").into_bytes()).await;
+                r.unwrap();
+            }
+            ticker.await.unwrap();
+            drop(stream);
+            ticks.get()
+        })
+        .unwrap()
+    });
+    assert_eq!(count, 10);
+    let got = String::from_utf8(peer.join().unwrap()).unwrap();
+    assert_eq!(got.split(';').filter(|s| !s.is_empty()).count(), 100);
+}
+
+#[test]
+fn block_on_does_not_nest() {
+    on_thread(|| {
+        exec::block_on(async {
+            assert!(exec::block_on(async {}).is_err());
+        })
+        .unwrap();
+    });
+}
