@@ -13,7 +13,7 @@
 use std::cell::{Cell, RefCell};
 use std::io;
 use std::mem::ManuallyDrop;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{fence, Ordering};
@@ -134,6 +134,33 @@ pub(crate) fn current_lean() -> io::Result<Rc<Driver>> {
     Ok(driver)
 }
 
+/// Closes `fd` with an IORING_OP_CLOSE queued on this thread's ring (no system call of its own;
+/// it goes with the next submission), or with close(2) when the thread has no ring driven now.
+pub(crate) fn close(fd: OwnedFd) {
+    let driver = DRIVER
+        .try_with(|cell| cell.borrow().clone())
+        .ok()
+        .flatten()
+        .filter(|d| d.lean.get() || d.task_alive.get());
+    let Some(driver) = driver else {
+        drop(fd);
+        return;
+    };
+    let raw = fd.as_raw_fd();
+    let mut sqe = [opcode::Close::new(types::Fd(raw))
+        .build()
+        .user_data(IGNORED_USER_DATA)
+        .flags(squeue::Flags::SKIP_SUCCESS)];
+    // SAFETY: CLOSE carries no pointer.
+    match unsafe { driver.submit_detached(&mut sqe) } {
+        // The kernel owns the descriptor now.
+        Ok(()) => {
+            let _ = fd.into_raw_fd();
+        }
+        Err(_) => drop(fd),
+    }
+}
+
 /// This thread's ring counters, or zeroes when no ring was created here.
 pub(crate) fn stats() -> UringStats {
     DRIVER
@@ -232,6 +259,23 @@ impl Driver {
             w.wake();
         }
         Ok(key)
+    }
+
+    /// Queues `entries` that nobody waits for (their CQEs carry [`IGNORED_USER_DATA`]): they
+    /// go to the kernel with the next submission.
+    ///
+    /// # Safety
+    /// As [`Driver::submit`], for the whole life of the operations.
+    pub(crate) unsafe fn submit_detached(&self, entries: &mut [squeue::Entry]) -> io::Result<()> {
+        let mut inner = self.inner.borrow_mut();
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { push_all(&mut inner, entries) }?;
+        let waker = inner.driver_waker.take();
+        drop(inner);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(())
     }
 
     /// Polls the operation named by `key`: its `(res, flags)` once the CQE has arrived, which
@@ -779,6 +823,12 @@ impl Driver {
         };
         let inner = &mut *guard;
         if inner.in_kernel == 0 {
+            // Nothing to cancel; queued operations nobody waits for (closes) still go in.
+            if !inner.ring.submission().is_empty() {
+                if let Err(e) = inner.ring.submitter().submit() {
+                    log::warn!("io_uring: could not submit the last operations: {e}");
+                }
+            }
             return;
         }
         // 1. Ask the kernel to cancel everything in flight.

@@ -24,6 +24,7 @@ pub mod exec;
 mod slots;
 
 use std::io;
+use std::mem::ManuallyDrop;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
@@ -105,9 +106,11 @@ impl Abandoned for RecvKeep {}
 /// A TCP stream driven by this core's ring. Closing happens on drop.
 pub struct UringStream {
     /// The RECV in flight, owned by the stream rather than by a `read` future so that a
-    /// dropped read loses no bytes. Declared before `fd`: it is cancelled before the close.
+    /// dropped read loses no bytes. Cancelled first when the stream is dropped.
     read_op: Option<InFlight<RecvKeep>>,
-    fd: OwnedFd,
+    /// Closed by `Drop` through the ring (IORING_OP_CLOSE), or with close(2) when this thread
+    /// has no ring.
+    fd: ManuallyDrop<OwnedFd>,
     peer: Option<SocketAddr>,
 }
 
@@ -115,7 +118,7 @@ impl UringStream {
     fn new(fd: OwnedFd, peer: Option<SocketAddr>) -> UringStream {
         UringStream {
             read_op: None,
-            fd,
+            fd: ManuallyDrop::new(fd),
             peer,
         }
     }
@@ -147,6 +150,19 @@ impl UringStream {
         let key = unsafe { driver.submit(&mut sqe) }?;
         self.read_op = Some(InFlight::new(driver, key, RecvKeep::Pool(buf)));
         Ok(())
+    }
+}
+
+impl Drop for UringStream {
+    /// Cancels the RECV in flight (its memory lives on until the final completion), then
+    /// closes the socket with an IORING_OP_CLOSE queued on this thread's ring: no system call
+    /// of its own, submitted with the next batch (one `close(2)` per connection was a quarter
+    /// of the syscalls under connection churn).
+    fn drop(&mut self) {
+        drop(self.read_op.take());
+        // SAFETY: `fd` is taken exactly once, here, and not used afterwards.
+        let fd = unsafe { ManuallyDrop::take(&mut self.fd) };
+        driver::close(fd);
     }
 }
 
@@ -321,6 +337,9 @@ impl Stream for UringStream {
 /// multishot form) returns the peer's address.
 pub struct UringListener {
     fd: OwnedFd,
+    /// The listening socket has TCP_NODELAY, which Linux copies to every accepted socket: no
+    /// setsockopt per connection then.
+    nodelay_inherited: bool,
 }
 
 impl std::fmt::Debug for UringListener {
@@ -365,7 +384,8 @@ impl Abandoned for AcceptKeep {
 impl Listener for UringListener {
     type Stream = UringStream;
 
-    /// One ACCEPT (with SOCK_CLOEXEC); the new stream gets TCP_NODELAY.
+    /// One ACCEPT (with SOCK_CLOEXEC); the new stream gets TCP_NODELAY (inherited from the
+    /// listening socket when it has it, else set here).
     ///
     /// # Cancellation
     /// Dropping the future cancels the ACCEPT; a connection it accepted anyway is closed.
@@ -400,7 +420,9 @@ impl Listener for UringListener {
             .ok_or_else(|| {
                 io::Error::new(io::ErrorKind::InvalidData, "accepted a non-IP socket")
             })?;
-        socket2::SockRef::from(&fd).set_nodelay(true)?;
+        if !self.nodelay_inherited {
+            socket2::SockRef::from(&fd).set_nodelay(true)?;
+        }
         Ok((UringStream::new(fd, Some(peer)), peer))
     }
 
@@ -434,7 +456,11 @@ impl Backend for UringBackend {
                 "adopt_listener: the socket is not listening",
             ));
         }
-        Ok(UringListener { fd })
+        let nodelay_inherited = socket2::SockRef::from(&fd).nodelay().unwrap_or(false);
+        Ok(UringListener {
+            fd,
+            nodelay_inherited,
+        })
     }
 
     /// A CONNECT linked to a LINK_TIMEOUT: the kernel cancels the connect when the timeout
