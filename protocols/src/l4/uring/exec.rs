@@ -39,7 +39,7 @@ use super::driver;
 const IDLE_CAP: Duration = Duration::from_secs(1);
 
 /// Registry index of the main future's waker.
-const MAIN: usize = usize::MAX;
+const MAIN: u32 = u32::MAX;
 
 type BoxFuture = Pin<Box<dyn Future<Output = ()>>>;
 
@@ -49,8 +49,9 @@ struct Task {
     future: RefCell<Option<BoxFuture>>,
     /// In the run queue (or, for the main future, flagged) already.
     queued: Cell<bool>,
-    /// Index in the registry; [`MAIN`] for the main future.
-    slot: Cell<usize>,
+    /// Index in the registry; [`MAIN`] for the main future. (u32 keeps the header, with its
+    /// reference counts, in a 64-byte allocation.)
+    slot: Cell<u32>,
     /// The owner thread, as the address of its [`HOME`] marker.
     home: usize,
 }
@@ -204,11 +205,12 @@ impl Exec {
                 tasks.len() - 1
             }
         };
-        task.slot.set(slot);
+        task.slot.set(slot as u32);
         tasks[slot] = Some(task);
     }
 
-    fn unregister(&self, slot: usize) {
+    fn unregister(&self, slot: u32) {
+        let slot = slot as usize;
         let removed = self.tasks.borrow_mut().get_mut(slot).and_then(Option::take);
         if removed.is_some() {
             self.free.borrow_mut().push(slot);
