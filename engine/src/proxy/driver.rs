@@ -1088,7 +1088,7 @@ async fn relay_response<S: Stream, P: ProxyHttp>(
                 phase_sync(|| app.response_body_filter(session, &mut cow, d.done, ctx))
                     .map_err(|e| (e, false))?;
                 if passthrough
-                    && out.is_empty()
+                    && (out.is_empty() || buf.headroom() >= out.len())
                     && d.data.start == 0
                     && matches!(cow, Cow::Borrowed(_))
                 {
@@ -1100,7 +1100,17 @@ async fn relay_response<S: Stream, P: ProxyHttp>(
                     excess |= d.consumed < buf.len();
                     let mut whole = std::mem::replace(&mut buf, IoBuf::from_vec(Vec::new()));
                     whole.truncate(n);
-                    if n > 0 {
+                    if !out.is_empty() {
+                        // The response head, re-encoded, goes in the space the upstream's head
+                        // used, in front of the body that arrived with it: one send, and the
+                        // body is not copied (a 16 KiB response was, into `out`). The headroom
+                        // was checked above, so this cannot fail and leave the head behind.
+                        let fitted = whole.prepend(&out);
+                        debug_assert!(fitted, "headroom checked before");
+                        session.downstream_bytes_sent += out.len() as u64;
+                        out.clear();
+                    }
+                    if !whole.is_empty() {
                         session.downstream_bytes_sent += n as u64;
                         send(
                             &mut down.stream,

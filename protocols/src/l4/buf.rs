@@ -140,6 +140,24 @@ impl IoBuf {
         self.start += n;
     }
 
+    /// Bytes consumed from the front, whose space [`IoBuf::prepend`] can reuse.
+    pub fn headroom(&self) -> usize {
+        self.start
+    }
+
+    /// Writes `bytes` into the consumed space just before the unconsumed bytes, when they fit,
+    /// so both go out as one contiguous slice (a re-encoded response head in front of body
+    /// bytes that arrived with the upstream's head, without copying the body). Returns whether
+    /// they fit; the buffer is unchanged when they do not.
+    pub fn prepend(&mut self, bytes: &[u8]) -> bool {
+        let Some(at) = self.start.checked_sub(bytes.len()) else {
+            return false;
+        };
+        self.buf[at..self.start].copy_from_slice(bytes);
+        self.start = at;
+        true
+    }
+
     /// Keeps only the first `n` unconsumed bytes.
     pub fn truncate(&mut self, n: usize) {
         self.buf.truncate(self.start + n.min(self.len()));
@@ -192,6 +210,19 @@ mod tests {
             allocated,
             "no new allocation on reuse"
         );
+    }
+
+    #[test]
+    fn prepend_reuses_consumed_space_only() {
+        let mut b = IoBuf::from_vec(b"HEAD:body".to_vec());
+        assert!(!b.prepend(b"x"), "no headroom yet");
+        b.advance(5);
+        assert_eq!(b.headroom(), 5);
+        assert!(!b.prepend(b"longer"), "six bytes do not fit in five");
+        assert_eq!(&b[..], b"body");
+        assert!(b.prepend(b"hd:"));
+        assert_eq!(&b[..], b"hd:body");
+        assert_eq!(b.headroom(), 2);
     }
 
     #[test]
