@@ -9,7 +9,7 @@ use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::l4::uring::exec;
 
@@ -59,6 +59,13 @@ pub fn spawn_local<T: 'static>(fut: impl Future<Output = T> + 'static) -> JoinHa
     } else {
         JoinHandle::Glommio(glommio::spawn_local(fut))
     }
+}
+
+/// The current time as this thread's executor sees it: the lean loop's per-pass clock reading
+/// (see [`exec::now`]), or `Instant::now()` elsewhere. For timestamps on the request path, where
+/// a reading per pass is precise enough and a `clock_gettime` per use is not free.
+pub fn now() -> Instant {
+    exec::now().unwrap_or_else(Instant::now)
 }
 
 /// A timer on this thread's executor; see [`sleep`].

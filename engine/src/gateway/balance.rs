@@ -288,7 +288,7 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         if self.attempt.is_some() {
-            let now = Instant::now();
+            let now = ringway_protocols::rt::now();
             let outcome = Outcome::failure(
                 FailureKind::Other,
                 now.saturating_duration_since(self.started),
@@ -421,7 +421,7 @@ mod tests {
     fn a_retry_prefers_untried_backends_then_any() {
         let c = conf(&[1, 2], "");
         let (up, _) = core(&c);
-        let now = Instant::now();
+        let now = ringway_protocols::rt::now();
         let mut tried = Tried::new();
         let a = up.start_attempt(None, &tried, now).unwrap();
         tried.insert(a.addr());
@@ -436,7 +436,7 @@ mod tests {
     fn the_cap_skips_full_backends_and_frees_on_finish() {
         let c = conf(&[1, 2], "max_connections_per_peer = 1");
         let (up, _) = core(&c);
-        let now = Instant::now();
+        let now = ringway_protocols::rt::now();
         let none = Tried::new();
         let a = up.start_attempt(None, &none, now).unwrap();
         let b = up.start_attempt(None, &none, now).unwrap();
@@ -464,7 +464,7 @@ mod tests {
             set.with_health(Health::from_flags(vec![false, true]))
                 .unwrap(),
         ));
-        let now = Instant::now();
+        let now = ringway_protocols::rt::now();
         for _ in 0..4 {
             let a = up.start_attempt(None, &Tried::new(), now).unwrap();
             assert_eq!(a.addr(), addr(2));
@@ -489,7 +489,7 @@ mod tests {
     fn an_attempt_started_before_a_list_change_finishes_by_address() {
         let c = conf(&[1, 2], "max_connections_per_peer = 1");
         let (up, published) = core(&c);
-        let now = Instant::now();
+        let now = ringway_protocols::rt::now();
         let a = up.start_attempt(None, &Tried::new(), now).unwrap();
         let held = a.addr();
         // The list changes (held backend moves to index 1) while the attempt is in flight.
@@ -507,7 +507,7 @@ mod tests {
     fn single_static_peers_are_never_ejected() {
         let c = conf(&[1], "max_fails = 1");
         let (up, _) = core(&c);
-        let now = Instant::now();
+        let now = ringway_protocols::rt::now();
         for _ in 0..5 {
             let a = up.start_attempt(None, &Tried::new(), now).unwrap();
             a.finish(Some(FailureKind::Connect), None, now);

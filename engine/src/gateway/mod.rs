@@ -274,7 +274,7 @@ impl ProxyHttp for Gateway {
         };
         // An attempt the driver never reported on (a phase failed in between) ends here.
         if let Some(previous) = ctx.attempt.take() {
-            previous.finish(Some(FailureKind::Other), None, Instant::now());
+            previous.finish(Some(FailureKind::Other), None, ringway_protocols::rt::now());
         }
         // This is a retry: the last attempt's backend is not to be picked again.
         if let Some(previous) = ctx.current.take() {
@@ -286,7 +286,7 @@ impl ProxyHttp for Gateway {
         }
         let key = up.hash_key().and_then(|k| request_key(k, session));
         let key = key.as_ref().map(RequestKey::as_bytes);
-        let first_try = Instant::now();
+        let first_try = ringway_protocols::rt::now();
         let mut now = first_try;
         let attempt = loop {
             match up.start_attempt(key, &ctx.tried, now) {
@@ -295,7 +295,7 @@ impl ProxyHttp for Gateway {
                     let left = (first_try + MAX_CAP_WAIT).saturating_duration_since(now);
                     futures_lite::future::or(up.slot_freed(), ringway_protocols::rt::sleep(left))
                         .await;
-                    now = Instant::now();
+                    now = ringway_protocols::rt::now();
                 }
                 Err(NoBackend::AtCap) => {
                     return Err(Error::status(503)
@@ -338,13 +338,17 @@ impl ProxyHttp for Gateway {
         _upstream_response: &mut ResponseHead,
         ctx: &mut GatewayCtx,
     ) -> Result<()> {
-        ctx.answered_at = Some(Instant::now());
+        ctx.answered_at = Some(ringway_protocols::rt::now());
         Ok(())
     }
 
     async fn logging(&self, _session: &mut Session, error: Option<&Error>, ctx: &mut GatewayCtx) {
         if let Some(attempt) = ctx.attempt.take() {
-            attempt.finish(error.map(failure_kind), ctx.answered_at, Instant::now());
+            attempt.finish(
+                error.map(failure_kind),
+                ctx.answered_at,
+                ringway_protocols::rt::now(),
+            );
         }
     }
 
@@ -360,7 +364,7 @@ impl ProxyHttp for Gateway {
                 FailureKind::Timeout => FailureKind::Timeout,
                 _ => FailureKind::Connect,
             };
-            attempt.finish(Some(kind), None, Instant::now());
+            attempt.finish(Some(kind), None, ringway_protocols::rt::now());
         }
         self.within_budget(session, ctx, e)
     }
@@ -374,7 +378,7 @@ impl ProxyHttp for Gateway {
         _client_reused: bool,
     ) -> Box<Error> {
         if let Some(attempt) = ctx.attempt.take() {
-            attempt.finish(Some(failure_kind(&e)), None, Instant::now());
+            attempt.finish(Some(failure_kind(&e)), None, ringway_protocols::rt::now());
         }
         // The default policy: an idempotent request may go to another peer after a reset or a
         // closed connection (a reused connection's failed first write is `IfReused` already).

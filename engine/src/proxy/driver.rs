@@ -11,7 +11,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ringway_protocols::http::v1::{
     encode_request_head, encode_response_head, expects_continue, parse_request, parse_response,
@@ -134,7 +134,7 @@ async fn read_head<S: Stream, T>(
             }
         }
     }
-    let mut first_at = (!conn.scratch.is_empty()).then(Instant::now);
+    let mut first_at = (!conn.scratch.is_empty()).then(ringway_protocols::rt::now);
     let mut line_seen = conn.scratch.contains(&b'\n');
     loop {
         let wait = match first_at {
@@ -168,7 +168,7 @@ async fn read_head<S: Stream, T>(
             Err(e) => return Err(HeadError::Io(e)),
         };
         if first_at.is_none() {
-            first_at = Some(Instant::now());
+            first_at = Some(ringway_protocols::rt::now());
         }
         if conn.scratch.is_empty() {
             // The common case: the whole head in one read, parsed in place.

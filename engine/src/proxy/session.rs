@@ -42,7 +42,7 @@ impl Session {
             req,
             client_addr,
             core,
-            started: Instant::now(),
+            started: ringway_protocols::rt::now(),
             direct: None,
             peer: None,
             retries: 0,

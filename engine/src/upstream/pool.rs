@@ -61,7 +61,7 @@ impl<S: Stream> Pool<S> {
     /// Takes the most recently used live connection to `addr`, discarding expired or dead ones
     /// on the way.
     pub fn checkout(&self, addr: SocketAddr) -> Option<S> {
-        let now = Instant::now();
+        let now = ringway_protocols::rt::now();
         let mut map = self.idle.borrow_mut();
         let list = map.get_mut(&addr)?;
         while let Some(idle) = list.pop() {
@@ -94,7 +94,7 @@ impl<S: Stream> Pool<S> {
         }
         list.push(Idle {
             stream,
-            since: Instant::now(),
+            since: ringway_protocols::rt::now(),
         });
     }
 
