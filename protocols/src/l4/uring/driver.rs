@@ -97,16 +97,7 @@ thread_local! {
 /// When the ring or its eventfd cannot be created (io_uring disabled, out of memory or
 /// descriptors), or the thread is exiting.
 pub(crate) fn current() -> io::Result<Rc<Driver>> {
-    let driver = DRIVER
-        .try_with(|cell| -> io::Result<Rc<Driver>> {
-            if let Some(d) = cell.borrow().as_ref() {
-                return Ok(d.clone());
-            }
-            let d = Rc::new(Driver::new()?);
-            *cell.borrow_mut() = Some(d.clone());
-            Ok(d)
-        })
-        .map_err(|_| io::Error::other("io_uring driver: thread is exiting"))??;
+    let driver = thread_driver()?;
     if !driver.task_alive.get() && !driver.lean.get() {
         // First use on this thread, or a previous executor on this thread has gone.
         driver.task_alive.set(true);
@@ -120,7 +111,14 @@ pub(crate) fn current() -> io::Result<Rc<Driver>> {
 /// # Errors
 /// As [`current`].
 pub(crate) fn current_lean() -> io::Result<Rc<Driver>> {
-    let driver = DRIVER
+    let driver = thread_driver()?;
+    driver.lean.set(true);
+    Ok(driver)
+}
+
+/// This thread's driver, creating its ring on first use.
+fn thread_driver() -> io::Result<Rc<Driver>> {
+    DRIVER
         .try_with(|cell| -> io::Result<Rc<Driver>> {
             if let Some(d) = cell.borrow().as_ref() {
                 return Ok(d.clone());
@@ -129,9 +127,7 @@ pub(crate) fn current_lean() -> io::Result<Rc<Driver>> {
             *cell.borrow_mut() = Some(d.clone());
             Ok(d)
         })
-        .map_err(|_| io::Error::other("io_uring driver: thread is exiting"))??;
-    driver.lean.set(true);
-    Ok(driver)
+        .map_err(|_| io::Error::other("io_uring driver: thread is exiting"))?
 }
 
 /// Closes `fd` with an IORING_OP_CLOSE queued on this thread's ring (no system call of its own;
