@@ -34,13 +34,22 @@ pub fn is_valid_value(value: &[u8]) -> bool {
     !edge_ws && value.iter().all(|&b| is_field_vchar_or_ws(b))
 }
 
-/// Where one field's name and value sit in the arenas.
+/// Where one field's name and value sit in the arena.
 #[derive(Clone, Copy, Debug)]
 struct Field {
     name_start: usize,
     name_end: usize,
     value_start: usize,
     value_end: usize,
+}
+
+/// The name of `field` in `bytes`.
+fn name_in<'a>(bytes: &'a [u8], field: &Field) -> &'a str {
+    let raw = &bytes[field.name_start..field.name_end];
+    debug_assert!(std::str::from_utf8(raw).is_ok());
+    // SAFETY: name ranges are only ever written by `Headers::append`, from a whole `&str`, and
+    // nothing writes into the arena in place, so they hold valid UTF-8 (see `Headers::bytes`).
+    unsafe { std::str::from_utf8_unchecked(raw) }
 }
 
 /// The header fields of one message, in the order received.
@@ -51,12 +60,13 @@ struct Field {
 /// use [`Headers::try_insert`] or [`Headers::try_append`] for values from untrusted sources,
 /// since the encoder writes what it is given.
 ///
-/// Storage is three allocations whatever the number of fields (all names in one string, all
-/// values in one buffer, and an index), not two per field: this is built for every request.
+/// Storage is two allocations whatever the number of fields (names and values in one buffer,
+/// and an index), not two per field: this is built for every request and every response.
 #[derive(Clone, Default)]
 pub struct Headers {
-    names: String,
-    values: Vec<u8>,
+    /// Names and values, back to back (one allocation per head, not two). Invariant: every
+    /// name range holds the bytes of a `&str` appended whole, so it is valid UTF-8.
+    bytes: Vec<u8>,
     fields: Vec<Field>,
 }
 
@@ -69,8 +79,7 @@ impl Headers {
     /// An empty list with room for `n` fields.
     pub fn with_capacity(n: usize) -> Self {
         Self {
-            names: String::with_capacity(n * 16),
-            values: Vec::with_capacity(n * 32),
+            bytes: Vec::with_capacity(n * 48),
             fields: Vec::with_capacity(n),
         }
     }
@@ -82,18 +91,17 @@ impl Headers {
         value_bytes: usize,
     ) -> Self {
         Self {
-            names: String::with_capacity(name_bytes),
-            values: Vec::with_capacity(value_bytes),
+            bytes: Vec::with_capacity(name_bytes + value_bytes),
             fields: Vec::with_capacity(fields),
         }
     }
 
     fn name_of(&self, field: &Field) -> &str {
-        &self.names[field.name_start..field.name_end]
+        name_in(&self.bytes, field)
     }
 
     fn value_of(&self, field: &Field) -> &[u8] {
-        &self.values[field.value_start..field.value_end]
+        &self.bytes[field.value_start..field.value_end]
     }
 
     /// The number of field lines.
@@ -149,9 +157,9 @@ impl Headers {
         let Some(new) = self.fields.pop() else { return };
         self.fields[first] = new;
         let mut i = 0;
-        let names = &self.names;
+        let bytes = &self.bytes;
         self.fields.retain(|f| {
-            let keep = i <= first || !names[f.name_start..f.name_end].eq_ignore_ascii_case(name);
+            let keep = i <= first || !name_in(bytes, f).eq_ignore_ascii_case(name);
             i += 1;
             keep
         });
@@ -162,15 +170,15 @@ impl Headers {
     /// [`Headers::try_append`].
     pub fn append(&mut self, name: impl AsRef<str>, value: impl AsRef<[u8]>) {
         let (name, value) = (name.as_ref(), value.as_ref());
-        let name_start = self.names.len();
-        self.names.push_str(name);
-        let value_start = self.values.len();
-        self.values.extend_from_slice(value);
+        let name_start = self.bytes.len();
+        self.bytes.extend_from_slice(name.as_bytes());
+        let value_start = self.bytes.len();
+        self.bytes.extend_from_slice(value);
         self.fields.push(Field {
             name_start,
-            name_end: self.names.len(),
+            name_end: value_start,
             value_start,
-            value_end: self.values.len(),
+            value_end: self.bytes.len(),
         });
     }
 
@@ -215,13 +223,9 @@ impl Headers {
 
     /// Keeps only the fields for which `keep(name, value)` is true, in order.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &[u8]) -> bool) {
-        let (names, values) = (&self.names, &self.values);
-        self.fields.retain(|f| {
-            keep(
-                &names[f.name_start..f.name_end],
-                &values[f.value_start..f.value_end],
-            )
-        });
+        let bytes = &self.bytes;
+        self.fields
+            .retain(|f| keep(name_in(bytes, f), &bytes[f.value_start..f.value_end]));
         self.compact_if_sparse();
     }
 
@@ -245,8 +249,8 @@ impl Headers {
             .iter()
             .map(|f| f.name_end - f.name_start + f.value_end - f.value_start)
             .sum();
-        if self.names.len() + self.values.len() > 2 * live + 1024 {
-            let mut compact = Self::with_exact_capacity(self.fields.len(), live, live);
+        if self.bytes.len() > 2 * live + 1024 {
+            let mut compact = Self::with_exact_capacity(self.fields.len(), live, 0);
             for (name, value) in self.iter() {
                 compact.append(name, value);
             }
@@ -364,7 +368,7 @@ mod tests {
         }
         assert_eq!(h.get_str("x-counter"), Some("9999"));
         assert_eq!(h.len(), 5);
-        assert!(h.names.len() + h.values.len() < 4096);
+        assert!(h.bytes.len() < 4096);
         let mut other = Headers::new();
         for (n, v) in h.iter() {
             other.append(n, v);
