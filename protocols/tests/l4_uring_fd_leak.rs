@@ -496,3 +496,121 @@ fn an_executor_that_stops_with_operations_in_flight_shuts_down_cleanly() {
     });
     drop(peers);
 }
+
+#[test]
+fn write_last_links_its_send_to_the_next_read_and_keeps_the_buffer_until_then() {
+    let _serial = serial();
+    let (fd, addr) = listening_socket(16);
+    let mut peer = StdStream::connect(addr).unwrap();
+    let peer_thread = std::thread::spawn(move || {
+        // Echoes one 4-byte message back, then waits for the other side to close.
+        let mut b = [0u8; 4];
+        peer.read_exact(&mut b).unwrap();
+        peer.write_all(&b).unwrap();
+        let mut rest = Vec::new();
+        peer.read_to_end(&mut rest).unwrap();
+        rest
+    });
+    run_bounded(Duration::from_secs(10), move || async move {
+        let listener = UringBackend::adopt_listener(fd).unwrap();
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let dropped = Rc::new(Cell::new(false));
+        let before = uring::stats();
+        // 1. The last write before a read: a SEND that posts no completion on success, linked
+        //    to a RECV that owns the SEND's buffer. It returns at once.
+        stream
+            .write_last(Tracked {
+                bytes: b"ping".to_vec(),
+                dropped: dropped.clone(),
+            })
+            .await
+            .unwrap();
+        assert!(!dropped.get(), "the kernel may still read the buffer");
+        assert_eq!(uring::stats().in_flight, 1, "one slot: the RECV");
+        // 2. A second write before the read would race the linked SEND: refused.
+        let (r, _) = stream.write_all(&b"no"[..]).await;
+        assert!(r.is_err());
+        // 3. The read collects the reply; the buffer was released with the RECV.
+        let got = stream.read().await.unwrap().unwrap();
+        assert_eq!(&got[..], b"ping");
+        drop(got);
+        assert!(dropped.get(), "released once the linked RECV completed");
+        let after = uring::stats();
+        assert_eq!(
+            after.completions - before.completions,
+            1,
+            "one completion for the exchange, none for the successful SEND"
+        );
+        // 4. Writes work again after the read.
+        let (r, _) = stream.write_all(&b"more"[..]).await;
+        r.unwrap();
+        drop(stream);
+        settle().await;
+        assert_eq!(pool_stats().in_use, 0);
+        drop(listener);
+    });
+    assert_eq!(peer_thread.join().unwrap(), b"more");
+}
+
+#[test]
+fn a_stream_dropped_while_its_last_write_is_stuck_cancels_it_and_frees_the_buffer() {
+    let _serial = serial();
+    let (fd, addr) = listening_socket(16);
+    // A peer that never reads: 8 MiB cannot all fit in the socket buffers.
+    let peer = StdStream::connect(addr).unwrap();
+    run_bounded(Duration::from_secs(10), move || async move {
+        let listener = UringBackend::adopt_listener(fd).unwrap();
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let fds_with_stream = open_fds();
+        let dropped = Rc::new(Cell::new(false));
+        stream
+            .write_last(Tracked {
+                bytes: vec![7u8; 8 << 20],
+                dropped: dropped.clone(),
+            })
+            .await
+            .unwrap();
+        sleep(Duration::from_millis(50)).await;
+        assert!(!dropped.get(), "the SEND is stuck: its buffer is still lent");
+        // Dropping the stream shuts its socket down both ways: the SEND ends short, the hard
+        // link starts the RECV, which fails at once, its final completion releases the buffer,
+        // and the socket closes.
+        drop(stream);
+        settle().await;
+        assert!(dropped.get(), "released after the final completion");
+        assert_eq!(fds_settle_at(fds_with_stream - 1).await, fds_with_stream - 1);
+        drop(listener);
+    });
+    drop(peer);
+}
+
+#[test]
+fn a_last_write_that_fails_is_reported_by_the_next_read() {
+    let _serial = serial();
+    let (fd, addr) = listening_socket(16);
+    let peer = StdStream::connect(addr).unwrap();
+    run_bounded(Duration::from_secs(10), move || async move {
+        let listener = UringBackend::adopt_listener(fd).unwrap();
+        let (mut stream, _) = listener.accept().await.unwrap();
+        // The peer resets the connection (SO_LINGER 0, then close) before the write.
+        socket2::SockRef::from(&peer)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(peer);
+        sleep(Duration::from_millis(20)).await;
+        stream.write_last(vec![1u8; 4096]).await.unwrap();
+        // The SEND fails; the read after it says so rather than returning data or EOF.
+        let err = stream.read().await.unwrap_err();
+        assert!(
+            matches!(
+                err.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+            ),
+            "{err:?}"
+        );
+        drop(stream);
+        settle().await;
+        assert_eq!(pool_stats().in_use, 0);
+        drop(listener);
+    });
+}

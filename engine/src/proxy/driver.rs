@@ -41,6 +41,12 @@ struct Conn<S> {
 }
 
 impl<S: Stream> Conn<S> {
+    /// Nothing received and unconsumed: the next thing done with this connection is a read
+    /// (a pipelined request already buffered would be answered first, a write).
+    fn idle(&self) -> bool {
+        self.pending.is_none() && self.scratch.is_empty()
+    }
+
     fn new(stream: S) -> Conn<S> {
         Conn {
             stream,
@@ -86,6 +92,21 @@ async fn send<S: Stream, B: ringway_protocols::l4::StableBuf>(
     let (r, back) = write_timed(stream, buf, dur).await;
     r.map_err(|e| Error::io(side, false, e).context(what))?;
     Ok(back)
+}
+
+/// [`send`] for the last bytes of a response on a connection that is read next: the write may
+/// still be under way when this returns (see `Stream::write_last`), and a failure may surface at
+/// the next read instead.
+async fn send_last<S: Stream, B: ringway_protocols::l4::StableBuf>(
+    stream: &mut S,
+    buf: B,
+    dur: Duration,
+    side: Side,
+    what: &'static str,
+) -> Result<()> {
+    timeout(dur, stream.write_last(buf))
+        .await
+        .map_err(|e| Error::io(side, false, e).context(what))
 }
 
 /// How reading a head ended, short of a head.
@@ -860,6 +881,7 @@ async fn exchange<B: Backend, P: ProxyHttp>(
         &down_framing,
         peer,
         out,
+        keep_downstream,
     )
     .await?;
     Ok(Exchange {
@@ -1062,6 +1084,7 @@ async fn relay_response<S: Stream, P: ProxyHttp>(
     down_framing: &BodyFraming,
     peer: &HttpPeer,
     mut out: Vec<u8>,
+    read_next: bool,
 ) -> std::result::Result<Clean, (Box<Error>, bool)> {
     let mut decoder = BodyDecoder::new(resp_framing);
     let mut encoder = BodyEncoder::new(down_framing);
@@ -1112,15 +1135,28 @@ async fn relay_response<S: Stream, P: ProxyHttp>(
                     }
                     if !whole.is_empty() {
                         session.downstream_bytes_sent += n as u64;
-                        send(
-                            &mut down.stream,
-                            whole,
-                            settings.send_timeout,
-                            Side::Downstream,
-                            "writing the response",
-                        )
-                        .await
-                        .map_err(|e| (e, false))?;
+                        if read_next && done && !excess && down.idle() {
+                            // The response's last bytes, and the client is read next.
+                            send_last(
+                                &mut down.stream,
+                                whole,
+                                settings.send_timeout,
+                                Side::Downstream,
+                                "writing the response",
+                            )
+                            .await
+                            .map_err(|e| (e, false))?;
+                        } else {
+                            send(
+                                &mut down.stream,
+                                whole,
+                                settings.send_timeout,
+                                Side::Downstream,
+                                "writing the response",
+                            )
+                            .await
+                            .map_err(|e| (e, false))?;
+                        }
                     }
                     break;
                 }
@@ -1143,6 +1179,19 @@ async fn relay_response<S: Stream, P: ProxyHttp>(
         }
         if !out.is_empty() {
             session.downstream_bytes_sent += out.len() as u64;
+            if read_next && done && !excess && down.idle() {
+                // The response's last bytes, and the client is read next.
+                send_last(
+                    &mut down.stream,
+                    std::mem::take(&mut out),
+                    settings.send_timeout,
+                    Side::Downstream,
+                    "writing the response",
+                )
+                .await
+                .map_err(|e| (e, false))?;
+                break;
+            }
             let back = send(
                 &mut down.stream,
                 std::mem::take(&mut out),

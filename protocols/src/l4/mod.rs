@@ -88,6 +88,20 @@ pub trait Stream: 'static {
     /// Any socket error; how much of `buf` was sent is then unknown, so close the stream.
     async fn write_all<B: StableBuf>(&mut self, buf: B) -> (io::Result<()>, B);
 
+    /// Writes every byte of `buf` as the **last write before the next [`Stream::read`]**, and
+    /// returns as soon as the write is under way: the caller promises that its next operation
+    /// on this stream is a read (or dropping the stream). A completion backend then links the
+    /// write to that read and lets the kernel report only a failed or short write, so a
+    /// request/response exchange waits for one completion instead of two. A failure of the write
+    /// may therefore be reported by the next read (as `BrokenPipe`). The default writes with
+    /// [`Stream::write_all`].
+    ///
+    /// # Errors
+    /// As [`Stream::write_all`], now or from the next read.
+    async fn write_last<B: StableBuf>(&mut self, buf: B) -> io::Result<()> {
+        self.write_all(buf).await.0
+    }
+
     /// Shuts down the write half (sends FIN); reads keep working.
     ///
     /// # Errors

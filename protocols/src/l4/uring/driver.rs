@@ -69,6 +69,9 @@ struct Inner {
     /// Read buffers lent to the kernel; `None` when the kernel refused the registration.
     buf_ring: Option<BufRing>,
     stats: UringStats,
+    /// Keys whose hard-linked SEND posted a failure (see `Driver::submit_send_then_recv`),
+    /// until their stream collects them; almost always empty.
+    failed_sends: Vec<Key>,
 }
 
 /// One core's ring, its operations and its counters.
@@ -220,6 +223,7 @@ impl Driver {
                 in_kernel: 0,
                 buf_ring,
                 stats: UringStats::default(),
+                failed_sends: Vec::new(),
             }),
             eventfd,
             task_alive: Cell::new(false),
@@ -235,13 +239,27 @@ impl Driver {
     /// Every pointer in `entries` must stay valid until the operation's final completion: the
     /// caller hands the memory it points to to an [`InFlight`] built from the returned key.
     pub(crate) unsafe fn submit(&self, entries: &mut [squeue::Entry]) -> io::Result<Key> {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { self.submit_keyed(entries, 0) }
+    }
+
+    /// [`Driver::submit`] where the entry at `keyed` carries the key (the others must carry
+    /// [`IGNORED_USER_DATA`]): for a link whose last operation is the one waited for.
+    ///
+    /// # Safety
+    /// As [`Driver::submit`].
+    pub(crate) unsafe fn submit_keyed(
+        &self,
+        entries: &mut [squeue::Entry],
+        keyed: usize,
+    ) -> io::Result<Key> {
         let mut inner = self.inner.borrow_mut();
         let key = inner
             .slots
             .insert(OpState::Waiting(None))
             .map_err(|_| io::Error::other("io_uring: out of operation slots"))?;
-        if let Some(first) = entries.first_mut() {
-            first.set_user_data(key.to_user_data());
+        if let Some(entry) = entries.get_mut(keyed) {
+            entry.set_user_data(key.to_user_data());
         }
         // SAFETY: forwarded from the caller's contract.
         if let Err(e) = unsafe { push_all(&mut inner, entries) } {
@@ -255,6 +273,54 @@ impl Driver {
             w.wake();
         }
         Ok(key)
+    }
+
+    /// Queues a SEND hard-linked to the operation after it (`entries[1]`, usually a RECV), which
+    /// the returned key names. The SEND carries `CQE_SKIP_SUCCESS`: it posts a CQE only when it
+    /// fails or comes up short (with `MSG_WAITALL`, a short send is a failure), tagged so that
+    /// [`Driver::take_send_failure`] reports it for the key. A hard link starts the second
+    /// operation once the SEND ended, whatever its outcome, so the second operation's final CQE
+    /// always comes, after the SEND is done with its buffer. (A soft link was tried: after a
+    /// partial send the linked RECV was neither issued nor cancelled on Linux 6.18.)
+    ///
+    /// # Safety
+    /// As [`Driver::submit`], for both operations until the second one's final completion.
+    pub(crate) unsafe fn submit_send_then_recv(
+        &self,
+        entries: &mut [squeue::Entry; 2],
+    ) -> io::Result<Key> {
+        let mut inner = self.inner.borrow_mut();
+        let key = inner
+            .slots
+            .insert(OpState::Waiting(None))
+            .map_err(|_| io::Error::other("io_uring: out of operation slots"))?;
+        entries[0].set_user_data(key.send_failure_user_data());
+        entries[1].set_user_data(key.to_user_data());
+        // SAFETY: forwarded from the caller's contract.
+        if let Err(e) = unsafe { push_all(&mut inner, entries) } {
+            inner.slots.remove(key);
+            return Err(e);
+        }
+        inner.in_kernel += 1;
+        let waker = inner.driver_waker.take();
+        drop(inner);
+        if let Some(w) = waker {
+            w.wake();
+        }
+        Ok(key)
+    }
+
+    /// Whether the SEND linked before the operation named by `key` failed (see
+    /// [`Driver::submit_send_then_recv`]); forgets the record.
+    pub(crate) fn take_send_failure(&self, key: Key) -> bool {
+        let mut inner = self.inner.borrow_mut();
+        match inner.failed_sends.iter().position(|k| *k == key) {
+            Some(i) => {
+                inner.failed_sends.swap_remove(i);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Queues `entries` that nobody waits for (their CQEs carry [`IGNORED_USER_DATA`]): they
@@ -406,6 +472,7 @@ impl Driver {
                     &cqe,
                     &mut wake,
                     &mut late,
+                    &mut inner.failed_sends,
                 );
             }
             inner.stats.completions += reaped as u64;
@@ -549,9 +616,16 @@ fn dispatch(
     cqe: &cqueue::Entry,
     wake: &mut Vec<Waker>,
     late: &mut Vec<(Box<dyn Abandoned>, i32, u32)>,
+    failed_sends: &mut Vec<Key>,
 ) {
     let user_data = cqe.user_data();
     if user_data == IGNORED_USER_DATA {
+        return;
+    }
+    if let Some(key) = Key::from_send_failure(user_data) {
+        // Posted before the linked operation's own CQE (a hard link starts it only after the
+        // SEND ended), so the stream sees it when it collects that operation.
+        failed_sends.push(key);
         return;
     }
     let key = Key::from_user_data(user_data);
@@ -570,6 +644,8 @@ fn dispatch(
             if let Some(OpState::Abandoned(resources)) = slots.remove(key) {
                 late.push((resources, res, flags));
             }
+            // Nobody will collect a failure recorded for it.
+            failed_sends.retain(|k| *k != key);
         }
         Some(OpState::Done { .. }) | None => stats.stale_completions += 1,
     }
@@ -629,6 +705,11 @@ impl<R: Abandoned> InFlight<R> {
         let done = std::task::ready!(self.driver.poll_op(self.key, cx));
         self.done = Some(done);
         Poll::Ready(done)
+    }
+
+    /// The key the operation was submitted under.
+    pub(crate) fn key(&self) -> Key {
+        self.key
     }
 
     /// The driver of the ring the operation was submitted to.
@@ -849,6 +930,7 @@ impl Driver {
                     &cqe,
                     &mut wake,
                     &mut late,
+                    &mut inner.failed_sends,
                 );
             }
         }

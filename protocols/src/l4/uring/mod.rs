@@ -99,6 +99,12 @@ impl<T: 'static> Abandoned for Keep<T> {}
 enum RecvKeep {
     Pool(IoBuf),
     Ring,
+    /// A ring RECV hard-linked behind a SEND posted without a success completion
+    /// ([`Stream::write_last`]): it owns the SEND's buffer, which the kernel is done with once
+    /// this RECV completes (a hard link starts its next operation only after the previous one
+    /// ended, whatever its outcome; a failed SEND is reported separately, see
+    /// `Driver::submit_send_then_recv`).
+    RingAfterSend(#[allow(dead_code)] Box<dyn StableBuf>),
 }
 
 impl Abandoned for RecvKeep {}
@@ -108,6 +114,8 @@ pub struct UringStream {
     /// The RECV in flight, owned by the stream rather than by a `read` future so that a
     /// dropped read loses no bytes. Cancelled first when the stream is dropped.
     read_op: Option<InFlight<RecvKeep>>,
+    /// `read_op` is linked behind a SEND from [`Stream::write_last`] that reports only failure.
+    linked_send: bool,
     /// Closed by `Drop` through the ring (IORING_OP_CLOSE), or with close(2) when this thread
     /// has no ring.
     fd: ManuallyDrop<OwnedFd>,
@@ -118,6 +126,7 @@ impl UringStream {
     fn new(fd: OwnedFd, peer: Option<SocketAddr>) -> UringStream {
         UringStream {
             read_op: None,
+            linked_send: false,
             fd: ManuallyDrop::new(fd),
             peer,
         }
@@ -159,6 +168,20 @@ impl Drop for UringStream {
     /// of its own, submitted with the next batch (one `close(2)` per connection was a quarter
     /// of the syscalls under connection churn).
     fn drop(&mut self) {
+        if self.linked_send && self.read_op.is_some() {
+            // The linked RECV may not have started: its SEND may still wait for buffer space (a
+            // client that stopped reading), and a cancellation by the RECV's key cannot find a
+            // RECV that has not started. So: submit what is queued (the SEND may not have gone
+            // in yet, and must not be overtaken by the shutdown), then shut the socket down both
+            // ways. A SEND still waiting ends with a short count, the hard link then starts the
+            // RECV, which fails at once, and its final completion releases the SEND's buffer; a
+            // RECV already waiting sees EOF.
+            if let Ok(driver) = driver::current() {
+                driver.turn();
+            }
+            // SAFETY: shutdown(2) on the socket this stream still owns.
+            unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RDWR) };
+        }
         drop(self.read_op.take());
         // SAFETY: `fd` is taken exactly once, here, and not used afterwards.
         let fd = unsafe { ManuallyDrop::take(&mut self.fd) };
@@ -208,14 +231,24 @@ impl Stream for UringStream {
                 None => Poll::Ready(()),
             })
             .await;
+            let key = self.read_op.as_ref().map(InFlight::key);
             let (res, flags, keep) = self
                 .read_op
                 .take()
                 .and_then(InFlight::into_result)
                 .ok_or_else(|| io::Error::other("io_uring: read state lost"))?;
             let picked = driver.take_selected(res, flags);
+            let linked = std::mem::take(&mut self.linked_send);
+            if linked && key.is_some_and(|k| driver.take_send_failure(k)) {
+                // The write before this read failed or came up short: whatever the read got,
+                // the peer did not get the whole message.
+                return Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the write before this read failed or was cut short",
+                ));
+            }
             return match (res, keep) {
-                (n, RecvKeep::Ring) if n == -libc::ENOBUFS => {
+                (n, RecvKeep::Ring | RecvKeep::RingAfterSend(_)) if n == -libc::ENOBUFS => {
                     // Every ring buffer is out: this read brings its own.
                     driver.count_buffer_fallback();
                     from_ring = false;
@@ -227,7 +260,7 @@ impl Stream for UringStream {
                     buf.truncate(n as usize);
                     Ok(Some(buf))
                 }
-                (_, RecvKeep::Ring) => picked
+                (_, RecvKeep::Ring | RecvKeep::RingAfterSend(_)) => picked
                     .map(Some)
                     .ok_or_else(|| io::Error::other("io_uring: RECV completed without a buffer")),
             };
@@ -245,6 +278,10 @@ impl Stream for UringStream {
         let total = buf.bytes().len();
         if total == 0 {
             return (Ok(()), buf);
+        }
+        if self.linked_send {
+            // Its bytes could overtake the linked SEND still in progress.
+            return (Err(write_after_write_last()), buf);
         }
         let driver = match driver::current() {
             Ok(d) => d,
@@ -289,7 +326,52 @@ impl Stream for UringStream {
         (Ok(()), buf)
     }
 
+    /// One batch: a SEND with MSG_WAITALL and CQE_SKIP_SUCCESS (the kernel posts a completion
+    /// only for a failed or short send, which the next `read` reports as `BrokenPipe`),
+    /// hard-linked to a RECV from the provided-buffer ring that owns the SEND's buffer. Returns
+    /// at once; the next `read` collects the RECV. Falls back to [`Stream::write_all`] when a
+    /// RECV is already in flight or there is no buffer ring.
+    async fn write_last<B: StableBuf>(&mut self, buf: B) -> io::Result<()> {
+        let len = buf.bytes().len();
+        if len == 0 {
+            return Ok(());
+        }
+        let driver = driver::current()?;
+        if self.read_op.is_some()
+            || self.linked_send
+            || !driver.has_buf_ring()
+            || len > u32::MAX as usize
+        {
+            return self.write_all(buf).await.0;
+        }
+        let buf: Box<dyn StableBuf> = Box::new(buf);
+        let (ptr, len) = (buf.bytes().as_ptr(), len as u32);
+        let fd = types::Fd(self.fd.as_raw_fd());
+        let mut sqes = [
+            opcode::Send::new(fd, ptr, len)
+                .flags(SEND_FLAGS | libc::MSG_WAITALL)
+                .build()
+                .flags(squeue::Flags::IO_HARDLINK | squeue::Flags::SKIP_SUCCESS),
+            opcode::Recv::new(fd, std::ptr::null_mut(), READ_BUF_SIZE as u32)
+                .buf_group(bufring::BUF_GROUP)
+                .build()
+                .flags(squeue::Flags::BUFFER_SELECT),
+        ];
+        // SAFETY: the SEND reads `buf`'s bytes (a StableBuf: they do not move with it), and the
+        // box goes into the RECV's resources below, which live until the RECV's final
+        // completion, which comes after the SEND's end (see RecvKeep::RingAfterSend). The RECV
+        // writes into a ring buffer the kernel picks.
+        let key = unsafe { driver.submit_send_then_recv(&mut sqes) }?;
+        self.read_op = Some(InFlight::new(driver, key, RecvKeep::RingAfterSend(buf)));
+        self.linked_send = true;
+        Ok(())
+    }
+
     async fn shutdown_write(&mut self) -> io::Result<()> {
+        if self.linked_send {
+            // The FIN could overtake the linked SEND still in progress.
+            return Err(write_after_write_last());
+        }
         // SAFETY: shutdown(2) on the socket this stream owns.
         if unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) } < 0 {
             return Err(io::Error::last_os_error());
@@ -331,6 +413,12 @@ impl Stream for UringStream {
             }
         }
     }
+}
+
+/// A write on a stream whose last write ([`Stream::write_last`]) may still be in progress:
+/// refused rather than risk reordering the bytes.
+fn write_after_write_last() -> io::Error {
+    io::Error::other("a write after write_last, before a read, on an io_uring stream")
 }
 
 /// A listening socket accepted from with single-shot IORING_OP_ACCEPT, which (unlike the

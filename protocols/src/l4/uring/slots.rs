@@ -10,9 +10,12 @@
 /// No key ever encodes to it: slot indices stay below `u32::MAX`.
 pub(crate) const IGNORED_USER_DATA: u64 = u64::MAX;
 
-/// Most slots one table hands out; an index of `u32::MAX` would collide with
-/// [`IGNORED_USER_DATA`].
-const MAX_SLOTS: usize = u32::MAX as usize - 1;
+/// Most slots one table hands out: indices stay below bit 31, which [`Key::send_failure_user_data`]
+/// uses as a tag (and so no key encodes to [`IGNORED_USER_DATA`]).
+const MAX_SLOTS: usize = (1 << 31) - 1;
+
+/// The tag bit in the index half of a `user_data`: "the SEND linked before this operation failed".
+const SEND_FAILURE_TAG: u64 = 1 << 31;
 
 /// Names one occupancy of one slot: the index and the generation it had when taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -25,6 +28,18 @@ impl Key {
     /// The `user_data` that carries this key through the kernel.
     pub(crate) fn to_user_data(self) -> u64 {
         (u64::from(self.generation) << 32) | u64::from(self.index)
+    }
+
+    /// The `user_data` of a SEND hard-linked before the operation named by this key: it posts a
+    /// CQE only when it fails or comes up short, and [`Key::from_send_failure`] finds the key.
+    pub(crate) fn send_failure_user_data(self) -> u64 {
+        self.to_user_data() | SEND_FAILURE_TAG
+    }
+
+    /// The key whose linked SEND failed, when `user_data` carries the tag.
+    pub(crate) fn from_send_failure(user_data: u64) -> Option<Key> {
+        (user_data != IGNORED_USER_DATA && user_data & SEND_FAILURE_TAG != 0)
+            .then(|| Key::from_user_data(user_data & !SEND_FAILURE_TAG))
     }
 
     /// Decodes a `user_data` written by [`Key::to_user_data`].
