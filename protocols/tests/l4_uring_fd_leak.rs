@@ -571,14 +571,20 @@ fn a_stream_dropped_while_its_last_write_is_stuck_cancels_it_and_frees_the_buffe
             .await
             .unwrap();
         sleep(Duration::from_millis(50)).await;
-        assert!(!dropped.get(), "the SEND is stuck: its buffer is still lent");
+        assert!(
+            !dropped.get(),
+            "the SEND is stuck: its buffer is still lent"
+        );
         // Dropping the stream shuts its socket down both ways: the SEND ends short, the hard
         // link starts the RECV, which fails at once, its final completion releases the buffer,
         // and the socket closes.
         drop(stream);
         settle().await;
         assert!(dropped.get(), "released after the final completion");
-        assert_eq!(fds_settle_at(fds_with_stream - 1).await, fds_with_stream - 1);
+        assert_eq!(
+            fds_settle_at(fds_with_stream - 1).await,
+            fds_with_stream - 1
+        );
         drop(listener);
     });
     drop(peer);
