@@ -240,39 +240,13 @@ impl Driver {
     /// caller hands the memory it points to to an [`InFlight`] built from the returned key.
     pub(crate) unsafe fn submit(&self, entries: &mut [squeue::Entry]) -> io::Result<Key> {
         // SAFETY: forwarded from the caller's contract.
-        unsafe { self.submit_keyed(entries, 0) }
-    }
-
-    /// [`Driver::submit`] where the entry at `keyed` carries the key (the others must carry
-    /// [`IGNORED_USER_DATA`]): for a link whose last operation is the one waited for.
-    ///
-    /// # Safety
-    /// As [`Driver::submit`].
-    pub(crate) unsafe fn submit_keyed(
-        &self,
-        entries: &mut [squeue::Entry],
-        keyed: usize,
-    ) -> io::Result<Key> {
-        let mut inner = self.inner.borrow_mut();
-        let key = inner
-            .slots
-            .insert(OpState::Waiting(None))
-            .map_err(|_| io::Error::other("io_uring: out of operation slots"))?;
-        if let Some(entry) = entries.get_mut(keyed) {
-            entry.set_user_data(key.to_user_data());
+        unsafe {
+            self.submit_labelled(entries, |key, entries| {
+                if let Some(first) = entries.first_mut() {
+                    first.set_user_data(key.to_user_data());
+                }
+            })
         }
-        // SAFETY: forwarded from the caller's contract.
-        if let Err(e) = unsafe { push_all(&mut inner, entries) } {
-            inner.slots.remove(key);
-            return Err(e);
-        }
-        inner.in_kernel += 1;
-        let waker = inner.driver_waker.take();
-        drop(inner);
-        if let Some(w) = waker {
-            w.wake();
-        }
-        Ok(key)
     }
 
     /// Queues a SEND hard-linked to the operation after it (`entries[1]`, usually a RECV), which
@@ -289,13 +263,31 @@ impl Driver {
         &self,
         entries: &mut [squeue::Entry; 2],
     ) -> io::Result<Key> {
+        // SAFETY: forwarded from the caller's contract.
+        unsafe {
+            self.submit_labelled(entries, |key, entries| {
+                entries[0].set_user_data(key.send_failure_user_data());
+                entries[1].set_user_data(key.to_user_data());
+            })
+        }
+    }
+
+    /// Takes a slot, lets `label` write its key into the entries' `user_data`, queues them and
+    /// wakes the driver task.
+    ///
+    /// # Safety
+    /// As [`Driver::submit`].
+    unsafe fn submit_labelled(
+        &self,
+        entries: &mut [squeue::Entry],
+        label: impl FnOnce(Key, &mut [squeue::Entry]),
+    ) -> io::Result<Key> {
         let mut inner = self.inner.borrow_mut();
         let key = inner
             .slots
             .insert(OpState::Waiting(None))
             .map_err(|_| io::Error::other("io_uring: out of operation slots"))?;
-        entries[0].set_user_data(key.send_failure_user_data());
-        entries[1].set_user_data(key.to_user_data());
+        label(key, entries);
         // SAFETY: forwarded from the caller's contract.
         if let Err(e) = unsafe { push_all(&mut inner, entries) } {
             inner.slots.remove(key);

@@ -47,6 +47,11 @@ const MIN_CONNECT_TIMEOUT: Duration = Duration::from_millis(1);
 /// exchange costs one submission batch instead of two (the reply is read by the next `read`).
 const READ_AHEAD: bool = true;
 
+/// The largest [`Stream::write_last`] sent linked to the next read (its bytes are copied and held
+/// until that read completes, which on an idle keep-alive connection may be long); larger last
+/// writes are plain writes.
+pub const LAST_WRITE_COPY_MAX: usize = 1024;
+
 /// Flags of every SEND: no SIGPIPE when the peer has gone.
 const SEND_FLAGS: i32 = libc::MSG_NOSIGNAL;
 
@@ -104,7 +109,7 @@ enum RecvKeep {
     /// this RECV completes (a hard link starts its next operation only after the previous one
     /// ended, whatever its outcome; a failed SEND is reported separately, see
     /// `Driver::submit_send_then_recv`).
-    RingAfterSend(#[allow(dead_code)] Box<dyn StableBuf>),
+    RingAfterSend(#[allow(dead_code)] Box<[u8]>),
 }
 
 impl Abandoned for RecvKeep {}
@@ -328,9 +333,14 @@ impl Stream for UringStream {
 
     /// One batch: a SEND with MSG_WAITALL and CQE_SKIP_SUCCESS (the kernel posts a completion
     /// only for a failed or short send, which the next `read` reports as `BrokenPipe`),
-    /// hard-linked to a RECV from the provided-buffer ring that owns the SEND's buffer. Returns
-    /// at once; the next `read` collects the RECV. Falls back to [`Stream::write_all`] when a
-    /// RECV is already in flight or there is no buffer ring.
+    /// hard-linked to a RECV from the provided-buffer ring. Returns at once; the next `read`
+    /// collects the RECV.
+    ///
+    /// The RECV must own the bytes being sent until it completes, which on a keep-alive
+    /// connection is when the next request arrives: so they are copied into an allocation of
+    /// their exact size and the caller's buffer (often a 64 KiB read buffer) is released at once.
+    /// Only writes of at most [`LAST_WRITE_COPY_MAX`] bytes go this way; larger ones, and writes
+    /// when a RECV is already in flight or there is no buffer ring, use [`Stream::write_all`].
     async fn write_last<B: StableBuf>(&mut self, buf: B) -> io::Result<()> {
         let len = buf.bytes().len();
         if len == 0 {
@@ -340,12 +350,12 @@ impl Stream for UringStream {
         if self.read_op.is_some()
             || self.linked_send
             || !driver.has_buf_ring()
-            || len > u32::MAX as usize
+            || len > LAST_WRITE_COPY_MAX
         {
             return self.write_all(buf).await.0;
         }
-        let buf: Box<dyn StableBuf> = Box::new(buf);
-        let (ptr, len) = (buf.bytes().as_ptr(), len as u32);
+        let buf: Box<[u8]> = buf.bytes().into();
+        let (ptr, len) = (buf.as_ptr(), len as u32);
         let fd = types::Fd(self.fd.as_raw_fd());
         let mut sqes = [
             opcode::Send::new(fd, ptr, len)
