@@ -94,19 +94,26 @@ async fn send<S: Stream, B: ringway_protocols::l4::StableBuf>(
     Ok(back)
 }
 
-/// [`send`] for the last bytes of a response on a connection that is read next: the write may
-/// still be under way when this returns (see `Stream::write_last`), and a failure may surface at
-/// the next read instead.
-async fn send_last<S: Stream, B: ringway_protocols::l4::StableBuf>(
-    stream: &mut S,
+/// Writes part of a response to the client within the send timeout. With `last` (the
+/// response's last bytes, and the connection is read next) the write may still be under way
+/// when this returns (see `Stream::write_last`), a failure may surface at the next read
+/// instead, and no buffer comes back; otherwise as [`send`].
+async fn send_response<S: Stream, B: ringway_protocols::l4::StableBuf>(
+    down: &mut S,
     buf: B,
-    dur: Duration,
-    side: Side,
-    what: &'static str,
-) -> Result<()> {
-    timeout(dur, stream.write_last(buf))
-        .await
-        .map_err(|e| Error::io(side, false, e).context(what))
+    last: bool,
+    settings: &HttpSettings,
+) -> std::result::Result<Option<B>, (Box<Error>, bool)> {
+    const WHAT: &str = "writing the response";
+    let sent = if last {
+        timeout(settings.send_timeout, down.write_last(buf))
+            .await
+            .map(|()| None)
+            .map_err(|e| Error::io(Side::Downstream, false, e).context(WHAT))
+    } else {
+        send(down, buf, settings.send_timeout, Side::Downstream, WHAT).await
+    };
+    sent.map_err(|e| (e, false))
 }
 
 /// How reading a head ended, short of a head.
@@ -1135,28 +1142,9 @@ async fn relay_response<S: Stream, P: ProxyHttp>(
                     }
                     if !whole.is_empty() {
                         session.downstream_bytes_sent += n as u64;
-                        if read_next && done && !excess && down.idle() {
-                            // The response's last bytes, and the client is read next.
-                            send_last(
-                                &mut down.stream,
-                                whole,
-                                settings.send_timeout,
-                                Side::Downstream,
-                                "writing the response",
-                            )
-                            .await
-                            .map_err(|e| (e, false))?;
-                        } else {
-                            send(
-                                &mut down.stream,
-                                whole,
-                                settings.send_timeout,
-                                Side::Downstream,
-                                "writing the response",
-                            )
-                            .await
-                            .map_err(|e| (e, false))?;
-                        }
+                        // The response's last bytes, and the client is read next?
+                        let last = read_next && done && !excess && down.idle();
+                        send_response(&mut down.stream, whole, last, settings).await?;
                     }
                     break;
                 }
@@ -1179,28 +1167,13 @@ async fn relay_response<S: Stream, P: ProxyHttp>(
         }
         if !out.is_empty() {
             session.downstream_bytes_sent += out.len() as u64;
-            if read_next && done && !excess && down.idle() {
-                // The response's last bytes, and the client is read next.
-                send_last(
-                    &mut down.stream,
-                    std::mem::take(&mut out),
-                    settings.send_timeout,
-                    Side::Downstream,
-                    "writing the response",
-                )
-                .await
-                .map_err(|e| (e, false))?;
+            // The response's last bytes, and the client is read next?
+            let last = read_next && done && !excess && down.idle();
+            let back =
+                send_response(&mut down.stream, std::mem::take(&mut out), last, settings).await?;
+            if last {
                 break;
             }
-            let back = send(
-                &mut down.stream,
-                std::mem::take(&mut out),
-                settings.send_timeout,
-                Side::Downstream,
-                "writing the response",
-            )
-            .await
-            .map_err(|e| (e, false))?;
             out = back.unwrap_or_default();
             out.clear();
         }
