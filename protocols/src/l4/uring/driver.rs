@@ -452,21 +452,8 @@ impl Driver {
         let mut wake = Vec::new();
         let mut late = Vec::new();
         let reaped = {
-            let mut guard = self.inner.borrow_mut();
-            let inner = &mut *guard;
-            let mut reaped = 0;
-            for cqe in inner.ring.completion() {
-                reaped += 1;
-                dispatch(
-                    &mut inner.slots,
-                    &mut inner.in_kernel,
-                    &mut inner.stats,
-                    &cqe,
-                    &mut wake,
-                    &mut late,
-                    &mut inner.failed_sends,
-                );
-            }
+            let mut inner = self.inner.borrow_mut();
+            let reaped = inner.route_completions(&mut wake, &mut late);
             inner.stats.completions += reaped as u64;
             reaped
         };
@@ -596,6 +583,30 @@ impl Driver {
     /// Adds one short send to the counters.
     pub(crate) fn count_short_send(&self) {
         self.inner.borrow_mut().stats.short_sends += 1;
+    }
+}
+
+impl Inner {
+    /// Routes every CQE in the completion queue (see [`dispatch`]); returns how many.
+    fn route_completions(
+        &mut self,
+        wake: &mut Vec<Waker>,
+        late: &mut Vec<(Box<dyn Abandoned>, i32, u32)>,
+    ) -> usize {
+        let mut routed = 0;
+        for cqe in self.ring.completion() {
+            routed += 1;
+            dispatch(
+                &mut self.slots,
+                &mut self.in_kernel,
+                &mut self.stats,
+                &cqe,
+                wake,
+                late,
+                &mut self.failed_sends,
+            );
+        }
+        routed
     }
 }
 
@@ -914,17 +925,7 @@ impl Driver {
             let ts = types::Timespec::from(Duration::from_millis(10));
             let args = types::SubmitArgs::new().timespec(&ts);
             let _ = inner.ring.submitter().submit_with_args(1, &args);
-            for cqe in inner.ring.completion() {
-                dispatch(
-                    &mut inner.slots,
-                    &mut inner.in_kernel,
-                    &mut inner.stats,
-                    &cqe,
-                    &mut wake,
-                    &mut late,
-                    &mut inner.failed_sends,
-                );
-            }
+            inner.route_completions(&mut wake, &mut late);
         }
         drop(guard);
         // Futures still alive see their (cancelled) result when next polled.

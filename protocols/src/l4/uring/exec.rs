@@ -324,25 +324,18 @@ impl Exec {
 /// # Panics
 /// When no lean executor runs on this thread ([`crate::rt::spawn_local`] picks the right one).
 pub fn spawn_local<T: 'static>(fut: impl Future<Output = T> + 'static) -> JoinHandle<T> {
-    let Some(exec) = current() else {
-        panic!("uring::exec::spawn_local outside uring::exec::block_on");
-    };
     let state = Rc::new(JoinState {
         output: RefCell::new(None),
         waiter: RefCell::new(None),
         ended: Cell::new(false),
     });
-    let task = Rc::new(Task {
-        future: RefCell::new(Some(Box::pin(Spawned {
+    spawn_boxed(
+        Box::pin(Spawned {
             fut,
             end: Ended(Rc::clone(&state)),
-        }))),
-        queued: Cell::new(true),
-        slot: Cell::new(0),
-        home: home(),
-    });
-    exec.register(Rc::clone(&task));
-    exec.ready.borrow_mut().push_back(task);
+        }),
+        "uring::exec::spawn_local",
+    );
     JoinHandle { state }
 }
 
@@ -352,11 +345,17 @@ pub fn spawn_local<T: 'static>(fut: impl Future<Output = T> + 'static) -> JoinHa
 /// # Panics
 /// When no lean executor runs on this thread.
 pub fn spawn_detached(fut: impl Future<Output = ()> + 'static) {
+    spawn_boxed(Box::pin(fut), "uring::exec::spawn_detached");
+}
+
+/// Registers `fut` as a task of this thread's executor and queues its first poll; `caller`
+/// names the public function in the panic outside an executor.
+fn spawn_boxed(fut: BoxFuture, caller: &str) {
     let Some(exec) = current() else {
-        panic!("uring::exec::spawn_detached outside uring::exec::block_on");
+        panic!("{caller} outside uring::exec::block_on");
     };
     let task = Rc::new(Task {
-        future: RefCell::new(Some(Box::pin(fut))),
+        future: RefCell::new(Some(fut)),
         queued: Cell::new(true),
         slot: Cell::new(0),
         home: home(),
