@@ -176,3 +176,55 @@ fn block_on_does_not_nest() {
         .unwrap();
     });
 }
+
+#[test]
+fn an_exchange_on_a_watched_stream_costs_one_wait() {
+    // A peer that answers each 4-byte ping with a pong.
+    const ROUNDS: u64 = 50;
+    let (fd, addr) = listening_socket(16);
+    let peer = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut s = StdStream::connect(addr).unwrap();
+        let mut b = [0u8; 4];
+        while s.read_exact(&mut b).is_ok() {
+            s.write_all(b"pong").unwrap();
+        }
+    });
+    let (enters, cancels, completions) = on_thread(move || {
+        exec::block_on(async move {
+            let listener = UringBackend::adopt_listener(fd).unwrap();
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let (mut enters, mut cancels, mut completions) = (0, 0, 0);
+            for _ in 0..ROUNDS {
+                // Idle in a pool, watched; checked out; one exchange.
+                stream.watch_idle();
+                rt::sleep(Duration::from_millis(1)).await;
+                assert!(stream.is_idle_and_open());
+                let before = uring::stats();
+                stream.write_last(&b"ping"[..]).await.0.unwrap();
+                let mut got = Vec::new();
+                while got.len() < 4 {
+                    got.extend_from_slice(&stream.read().await.unwrap().unwrap());
+                }
+                assert_eq!(got, b"pong");
+                let after = uring::stats();
+                enters += after.enters - before.enters;
+                cancels += after.cancels - before.cancels;
+                completions += after.completions - before.completions;
+            }
+            drop(stream);
+            (enters, cancels, completions)
+        })
+        .unwrap()
+    });
+    peer.join().unwrap();
+    // Each exchange: one io_uring_enter that submits the watch's cancellation, the SEND and
+    // the RECV, and returns with the reply. The cancelled watch's completion comes within
+    // that call and is waited for on top, so it does not end the wait on its own.
+    assert_eq!(cancels, ROUNDS);
+    assert_eq!(completions, 2 * ROUNDS, "the watch's and the reply's");
+    assert!(
+        enters <= ROUNDS + ROUNDS / 10,
+        "{enters} io_uring_enter calls for {ROUNDS} exchanges"
+    );
+}

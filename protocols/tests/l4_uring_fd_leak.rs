@@ -20,7 +20,7 @@ use std::time::Duration;
 use futures_lite::future;
 use glommio::timer::sleep;
 use ringway_protocols::l4::uring::{self, UringBackend};
-use ringway_protocols::l4::{pool_stats, Backend, Listener, StableBuf, Stream};
+use ringway_protocols::l4::{pool_stats, Backend, LastWriteFailed, Listener, StableBuf, Stream};
 
 /// The tests count process-wide descriptors: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -117,7 +117,7 @@ fn a_read_dropped_mid_flight_loses_no_bytes() {
 }
 
 #[test]
-fn a_watched_idle_stream_answers_liveness_from_its_read_and_reuses_it() {
+fn a_watched_idle_stream_answers_liveness_from_its_watch_and_ends_it_when_used() {
     let _serial = serial();
     let (fd, addr) = listening_socket(16);
     let mut peer = StdStream::connect(addr).unwrap();
@@ -133,42 +133,43 @@ fn a_watched_idle_stream_answers_liveness_from_its_read_and_reuses_it() {
         let listener = UringBackend::adopt_listener(fd).unwrap();
         let (mut stream, _) = listener.accept().await.unwrap();
         let pool_before = pool_stats().in_use;
-        // 1. The stream goes idle in a pool: a RECV from the provided-buffer ring is queued. It
-        //    holds no buffer while it waits.
+        // 1. The stream goes idle in a pool: a POLL_ADD (POLLIN) watches it, holding nothing.
         stream.watch_idle();
         sleep(Duration::from_millis(20)).await;
         assert_eq!(uring::stats().in_flight, 1);
         assert_eq!(pool_stats().in_use, pool_before);
-        // 2. Liveness comes from that RECV's state: still waiting, nothing flagged, so idle.
+        // 2. Liveness comes from the watch's state: still waiting, nothing flagged, so idle.
         assert!(stream.is_idle_and_open());
-        // 3. The next exchange reuses the watched RECV: the reply arrives through it.
-        let (res, _) = stream.write_all(&b"ping"[..]).await;
-        res.unwrap();
-        assert_eq!(
-            uring::stats().in_flight,
-            1,
-            "the write queued no second RECV"
-        );
+        // 3. The next exchange cancels the watch, in the same batch as the request's SEND
+        //    linked to the reply's RECV.
+        let before = uring::stats();
+        stream.write_last(&b"ping"[..]).await.0.unwrap();
         let mut got = Vec::new();
         while got.len() < 4 {
             got.extend_from_slice(&stream.read().await.unwrap().unwrap());
         }
         assert_eq!(got, b"pong");
-        // 4. Idle again and watched; the peer then closes: the RECV completes with EOF and the
-        //    stream is no longer reusable.
+        let after = uring::stats();
+        assert_eq!(after.cancels - before.cancels, 1, "the watch was cancelled");
+        assert_eq!(after.in_flight, 0, "nothing left in flight");
+        assert_eq!(
+            after.completions - before.completions,
+            2,
+            "the watch's and the RECV's; none for the SEND"
+        );
+        // 4. Idle again and watched; the peer then closes: the watch completes and the stream is
+        //    no longer reusable; a read sees EOF.
         stream.watch_idle();
         let (res, _) = stream.write_all(&b"bye!"[..]).await;
         res.unwrap();
         sleep(Duration::from_millis(50)).await;
         assert!(!stream.is_idle_and_open(), "a closed peer is not reusable");
-        assert!(
-            stream.read().await.unwrap().is_none(),
-            "the watched RECV saw EOF"
-        );
+        assert!(stream.read().await.unwrap().is_none(), "EOF");
         assert_eq!(pool_stats().in_use, pool_before);
         drop(stream);
         drop(listener);
         settle().await;
+        assert_eq!(uring::stats().in_flight, 0);
     });
     peer_thread.join().unwrap();
 }
@@ -525,9 +526,10 @@ fn write_last_links_its_send_to_the_next_read_and_keeps_the_buffer_until_then() 
                 dropped: dropped.clone(),
             })
             .await
+            .0
             .unwrap();
         // The bytes were copied into an allocation of their own size, which the RECV owns: the
-        // caller's buffer (in the proxy, often a 64 KiB read buffer) is released at once.
+        // caller's buffer (in the proxy, often a 64 KiB read buffer) is handed back at once.
         assert!(dropped.get(), "the caller's buffer is not held");
         assert_eq!(uring::stats().in_flight, 1, "one slot: the RECV");
         // 2. A second write before the read would race the linked SEND: refused.
@@ -581,7 +583,7 @@ fn a_stream_dropped_while_its_last_write_is_stuck_cancels_it_and_frees_the_buffe
             }
         }
         // 2. The last write now stalls for buffer space; its RECV cannot start.
-        stream.write_last(vec![1u8; 512]).await.unwrap();
+        stream.write_last(vec![1u8; 512]).await.0.unwrap();
         sleep(Duration::from_millis(50)).await;
         assert_eq!(
             uring::stats().in_flight,
@@ -616,16 +618,11 @@ fn a_last_write_that_fails_is_reported_by_the_next_read() {
             .unwrap();
         drop(peer);
         sleep(Duration::from_millis(20)).await;
-        stream.write_last(vec![1u8; 512]).await.unwrap();
+        stream.write_last(vec![1u8; 512]).await.0.unwrap();
         // The SEND fails; the read after it says so rather than returning data or EOF.
         let err = stream.read().await.unwrap_err();
-        assert!(
-            matches!(
-                err.kind(),
-                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
-            ),
-            "{err:?}"
-        );
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err:?}");
+        assert!(LastWriteFailed::is(&err), "{err:?}");
         drop(stream);
         settle().await;
         assert_eq!(pool_stats().in_use, 0);

@@ -19,7 +19,7 @@ use ringway_protocols::http::v1::{
     BodyDecoder, BodyEncoder, BodyFraming, HttpError, Limits, Parsed, RequestHead, ResponseHead,
     Version,
 };
-use ringway_protocols::l4::{Backend, IoBuf, Stream};
+use ringway_protocols::l4::{Backend, IoBuf, LastWriteFailed, Stream};
 
 use super::error::{Error, ErrorKind, Result, Retry, Side};
 use super::panic::{guard, guard_sync, payload_str};
@@ -64,16 +64,24 @@ impl<S: Stream> Conn<S> {
     }
 }
 
+/// Writes `buf` within `dur`; with `last`, as `Stream::write_last` (the stream is read next).
+/// Hands the buffer back unless the deadline passed (the dropped write took it).
 async fn write_timed<S: Stream, B: ringway_protocols::l4::StableBuf>(
     stream: &mut S,
     buf: B,
     dur: Duration,
+    last: bool,
 ) -> (io::Result<()>, Option<B>) {
     // A timed-out write loses its buffer with the dropped future; callers then close.
     let mut slot = None;
     let res = timeout(dur, async {
-        let (r, b) = stream.write_all(buf).await;
-        slot = Some(b);
+        let (r, b) = if last {
+            stream.write_last(buf).await
+        } else {
+            let (r, b) = stream.write_all(buf).await;
+            (r, Some(b))
+        };
+        slot = b;
         r
     })
     .await;
@@ -89,31 +97,42 @@ async fn send<S: Stream, B: ringway_protocols::l4::StableBuf>(
     side: Side,
     what: &'static str,
 ) -> Result<Option<B>> {
-    let (r, back) = write_timed(stream, buf, dur).await;
+    send_maybe_last(stream, buf, false, dur, side, what).await
+}
+
+/// As [`send`], but with `last` (the message's last bytes, and the stream is read next) the
+/// write may still be under way when this returns (see `Stream::write_last`) and a failure may
+/// surface at the next read instead.
+async fn send_maybe_last<S: Stream, B: ringway_protocols::l4::StableBuf>(
+    stream: &mut S,
+    buf: B,
+    last: bool,
+    dur: Duration,
+    side: Side,
+    what: &'static str,
+) -> Result<Option<B>> {
+    let (r, back) = write_timed(stream, buf, dur, last).await;
     r.map_err(|e| Error::io(side, false, e).context(what))?;
     Ok(back)
 }
 
-/// Writes part of a response to the client within the send timeout. With `last` (the
-/// response's last bytes, and the connection is read next) the write may still be under way
-/// when this returns (see `Stream::write_last`), a failure may surface at the next read
-/// instead, and no buffer comes back; otherwise as [`send`].
+/// Writes part of a response to the client within the send timeout; see [`send_maybe_last`].
 async fn send_response<S: Stream, B: ringway_protocols::l4::StableBuf>(
     down: &mut S,
     buf: B,
     last: bool,
     settings: &HttpSettings,
 ) -> std::result::Result<Option<B>, (Box<Error>, bool)> {
-    const WHAT: &str = "writing the response";
-    let sent = if last {
-        timeout(settings.send_timeout, down.write_last(buf))
-            .await
-            .map(|()| None)
-            .map_err(|e| Error::io(Side::Downstream, false, e).context(WHAT))
-    } else {
-        send(down, buf, settings.send_timeout, Side::Downstream, WHAT).await
-    };
-    sent.map_err(|e| (e, false))
+    send_maybe_last(
+        down,
+        buf,
+        last,
+        settings.send_timeout,
+        Side::Downstream,
+        "writing the response",
+    )
+    .await
+    .map_err(|e| (e, false))
 }
 
 /// How reading a head ended, short of a head.
@@ -749,9 +768,13 @@ async fn exchange<B: Backend, P: ProxyHttp>(
     if let Some(b) = &body.buffered {
         out.extend_from_slice(b);
     }
-    let back = send(
+    // With no body left to stream, the response is read next: the head goes out as the last
+    // write before that read, linked to it.
+    let streams_body = body.buffered.is_none() && !body.complete;
+    let back = send_maybe_last(
         &mut up.stream,
         out,
+        !streams_body,
         peer.write_timeout,
         Side::Upstream,
         "writing the request head",
@@ -761,7 +784,7 @@ async fn exchange<B: Backend, P: ProxyHttp>(
     let mut out = back.unwrap_or_default();
 
     let mut early_head = None;
-    if body.buffered.is_none() && !body.complete {
+    if streams_body {
         if expect_continue {
             // Relay the origin's 100 (or its early final answer) before the client sends.
             match timeout(EXPECT_CONTINUE_WAIT, up.stream.read()).await {
@@ -922,6 +945,14 @@ async fn read_response_head<S: Stream>(
             invalid(Side::Upstream, e).context("parsing the response head"),
             false,
         )),
+        Err(HeadError::Io(e)) if LastWriteFailed::is(&e) => {
+            // The request went out as the last write before this read (`write_last`), whose
+            // failure surfaces here: the request's write failed, as if `send` had said so.
+            Err((
+                Error::io(Side::Upstream, false, e).context("writing the request head"),
+                true,
+            ))
+        }
         Err(HeadError::Io(e)) => Err((
             Error::io(Side::Upstream, true, e).context("reading the response head"),
             false,
@@ -1405,7 +1436,7 @@ async fn send_status<S: Stream>(
         if keep { None } else { Some("close") },
         &mut out,
     );
-    let (r, _) = write_timed(stream, out, settings.send_timeout).await;
+    let (r, _) = write_timed(stream, out, settings.send_timeout, false).await;
     r.is_ok()
 }
 

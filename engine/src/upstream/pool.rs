@@ -3,6 +3,10 @@
 //!
 //! One pool per core, touched only by that core's tasks: no locks. A connection enters the pool
 //! only after an exchange that ended cleanly on both sides (the driver decides).
+//!
+//! Liveness is checked at checkout ([`Stream::is_idle_and_open`]): on the io_uring backend from
+//! the state of the watch put on the connection at check-in ([`Stream::watch_idle`]), with no
+//! system call. The sweep also closes idle connections that the peer closed.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -26,8 +30,9 @@ struct Idle<S> {
 pub struct PoolStats {
     /// Checkouts that found a live idle connection.
     pub reused: u64,
-    /// Idle connections discarded at checkout because the peer closed them or sent bytes.
-    pub dead_at_checkout: u64,
+    /// Idle connections discarded because the peer closed them or sent bytes (found at checkout
+    /// or by the sweep).
+    pub dead: u64,
     /// Idle connections dropped for age or for the per-peer bound.
     pub evicted: u64,
     /// Connections now idle in the pool.
@@ -98,17 +103,27 @@ impl<S: Stream> Pool<S> {
         });
     }
 
-    /// Closes idle connections older than the idle timeout.
+    /// Closes idle connections older than the idle timeout, and those the peer closed (or sent
+    /// bytes on).
     pub fn sweep(&self, now: Instant) {
-        let mut evicted = 0;
+        let (mut evicted, mut dead) = (0, 0);
         let mut map = self.idle.borrow_mut();
         map.retain(|_, list| {
-            let before = list.len();
-            list.retain(|i| now.duration_since(i.since) < self.idle_timeout);
-            evicted += before - list.len();
+            list.retain(|i| {
+                if now.duration_since(i.since) >= self.idle_timeout {
+                    evicted += 1;
+                    return false;
+                }
+                if !i.stream.is_idle_and_open() {
+                    dead += 1;
+                    return false;
+                }
+                true
+            });
             !list.is_empty()
         });
-        self.evicted.set(self.evicted.get() + evicted as u64);
+        self.evicted.set(self.evicted.get() + evicted);
+        self.dead.set(self.dead.get() + dead);
     }
 
     /// Closes every idle connection (shutdown).
@@ -120,7 +135,7 @@ impl<S: Stream> Pool<S> {
     pub fn stats(&self) -> PoolStats {
         PoolStats {
             reused: self.reused.get(),
-            dead_at_checkout: self.dead.get(),
+            dead: self.dead.get(),
             evicted: self.evicted.get(),
             idle: self.idle.borrow().values().map(Vec::len).sum(),
         }

@@ -93,13 +93,15 @@ pub trait Stream: 'static {
     /// on this stream is a read (or dropping the stream). A completion backend then links the
     /// write to that read and lets the kernel report only a failed or short write, so a
     /// request/response exchange waits for one completion instead of two. A failure of the write
-    /// may therefore be reported by the next read (as `BrokenPipe`). The default writes with
-    /// [`Stream::write_all`].
+    /// may therefore be reported by the next read (as `BrokenPipe` carrying [`LastWriteFailed`]). The buffer comes back when
+    /// the stream no longer needs it (its bytes were copied, or written), so that the caller can
+    /// reuse it. The default writes with [`Stream::write_all`].
     ///
     /// # Errors
     /// As [`Stream::write_all`], now or from the next read.
-    async fn write_last<B: StableBuf>(&mut self, buf: B) -> io::Result<()> {
-        self.write_all(buf).await.0
+    async fn write_last<B: StableBuf>(&mut self, buf: B) -> (io::Result<()>, Option<B>) {
+        let (r, b) = self.write_all(buf).await;
+        (r, Some(b))
     }
 
     /// Shuts down the write half (sends FIN); reads keep working.
@@ -117,10 +119,31 @@ pub trait Stream: 'static {
     fn is_idle_and_open(&self) -> bool;
 
     /// Called when the stream goes idle in a pool with no read pending. A completion backend
-    /// queues a read that holds no buffer while it waits, so that a later
-    /// [`Stream::is_idle_and_open`] is answered from that read's state without a system call,
-    /// and the same read then carries the next exchange's reply. The default does nothing.
+    /// queues a readiness watch that holds no buffer, so that a later
+    /// [`Stream::is_idle_and_open`] is answered from its state without a system call. The
+    /// default does nothing.
     fn watch_idle(&mut self) {}
+}
+
+/// What a read reports (as `BrokenPipe`) when the [`Stream::write_last`] before it failed or was
+/// cut short: the peer did not get the whole message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LastWriteFailed;
+
+impl std::fmt::Display for LastWriteFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the write before this read failed or was cut short")
+    }
+}
+
+impl std::error::Error for LastWriteFailed {}
+
+impl LastWriteFailed {
+    /// Whether a read's error `e` says that the last write before it failed.
+    pub fn is(e: &io::Error) -> bool {
+        e.get_ref()
+            .is_some_and(|inner| inner.is::<LastWriteFailed>())
+    }
 }
 
 /// A listening socket adopted by a backend, yielding [`Stream`]s on the core that owns it.

@@ -59,6 +59,10 @@ enum OpState {
     Abandoned(Box<dyn Abandoned>),
 }
 
+/// The longest wait while completions are due (see [`Driver::wait`]): they come within the
+/// same system call, so this only bounds the cost of a mistake.
+const DUE_WAIT_CAP: Duration = Duration::from_millis(1);
+
 struct Inner {
     ring: IoUring,
     slots: Slots<OpState>,
@@ -69,9 +73,19 @@ struct Inner {
     /// Read buffers lent to the kernel; `None` when the kernel refused the registration.
     buf_ring: Option<BufRing>,
     stats: UringStats,
+    notes: Notes,
+}
+
+/// Operations the CQE routing has more to say about; both lists are almost always empty.
+#[derive(Default)]
+struct Notes {
     /// Keys whose hard-linked SEND posted a failure (see `Driver::submit_send_then_recv`),
-    /// until their stream collects them; almost always empty.
+    /// until their stream collects them.
     failed_sends: Vec<Key>,
+    /// Abandoned operations whose final CQE is certain to be posted by the next
+    /// `io_uring_enter` and wakes nobody (see [`InFlight::cancel_due`]): the lean loop's wait
+    /// asks for that many completions more.
+    due: Vec<Key>,
 }
 
 /// One core's ring, its operations and its counters.
@@ -223,7 +237,7 @@ impl Driver {
                 in_kernel: 0,
                 buf_ring,
                 stats: UringStats::default(),
-                failed_sends: Vec::new(),
+                notes: Notes::default(),
             }),
             eventfd,
             task_alive: Cell::new(false),
@@ -306,9 +320,9 @@ impl Driver {
     /// [`Driver::submit_send_then_recv`]); forgets the record.
     pub(crate) fn take_send_failure(&self, key: Key) -> bool {
         let mut inner = self.inner.borrow_mut();
-        match inner.failed_sends.iter().position(|k| *k == key) {
+        match inner.notes.failed_sends.iter().position(|k| *k == key) {
             Some(i) => {
-                inner.failed_sends.swap_remove(i);
+                inner.notes.failed_sends.swap_remove(i);
                 true
             }
             None => false,
@@ -369,8 +383,8 @@ impl Driver {
     }
 
     /// The future of `key` was dropped: keep `res` alive until the final CQE and ask the kernel
-    /// to cancel the operation.
-    fn abandon(&self, key: Key, resources: Box<dyn Abandoned>) {
+    /// to cancel the operation; with `due`, count that CQE as due (see [`InFlight::cancel_due`]).
+    fn abandon(&self, key: Key, resources: Box<dyn Abandoned>, due: bool) {
         let mut inner = self.inner.borrow_mut();
         let state = match inner.slots.get_mut(key) {
             Some(state) => state,
@@ -390,9 +404,11 @@ impl Driver {
                     .user_data(IGNORED_USER_DATA)
                     .flags(squeue::Flags::SKIP_SUCCESS)];
                 // SAFETY: ASYNC_CANCEL carries no pointers.
-                if let Err(e) = unsafe { push_all(&mut inner, &mut cancel) } {
+                match unsafe { push_all(&mut inner, &mut cancel) } {
+                    Ok(()) if due => inner.notes.due.push(key),
+                    Ok(()) => {}
                     // The operation then ends on its own; its resources wait in the slot.
-                    log::warn!("io_uring: could not queue a cancellation: {e}");
+                    Err(e) => log::warn!("io_uring: could not queue a cancellation: {e}"),
                 }
                 let waker = inner.driver_waker.take();
                 drop(inner);
@@ -470,7 +486,9 @@ impl Driver {
 
     /// The lean executor's sleep: one `io_uring_enter` that submits what is queued, runs
     /// deferred completions and waits until at least one completion is posted or `timeout`
-    /// passes (returning at once when one is already there), then reaps.
+    /// passes (returning at once when one is already there), then reaps. Completions counted
+    /// as due (see [`InFlight::cancel_due`]) are waited for on top, so that they do not end
+    /// the wait alone; the wait is then capped at [`DUE_WAIT_CAP`], in case one were late.
     pub(crate) fn wait(&self, timeout: Duration) {
         {
             let mut guard = self.inner.borrow_mut();
@@ -478,9 +496,15 @@ impl Driver {
             if inner.ring.completion().is_empty() {
                 inner.stats.enters += 1;
                 inner.stats.parks += 1;
+                let due = inner.notes.due.len();
+                let timeout = if due > 0 {
+                    timeout.min(DUE_WAIT_CAP)
+                } else {
+                    timeout
+                };
                 let ts = types::Timespec::from(timeout);
                 let args = types::SubmitArgs::new().timespec(&ts);
-                match inner.ring.submitter().submit_with_args(1, &args) {
+                match inner.ring.submitter().submit_with_args(1 + due, &args) {
                     Ok(n) => inner.stats.submitted += n as u64,
                     Err(e) => match e.raw_os_error() {
                         Some(libc::ETIME | libc::EINTR | libc::EAGAIN | libc::EBUSY) => {}
@@ -603,7 +627,7 @@ impl Inner {
                 &cqe,
                 wake,
                 late,
-                &mut self.failed_sends,
+                &mut self.notes,
             );
         }
         routed
@@ -619,7 +643,7 @@ fn dispatch(
     cqe: &cqueue::Entry,
     wake: &mut Vec<Waker>,
     late: &mut Vec<(Box<dyn Abandoned>, i32, u32)>,
-    failed_sends: &mut Vec<Key>,
+    notes: &mut Notes,
 ) {
     let user_data = cqe.user_data();
     if user_data == IGNORED_USER_DATA {
@@ -628,7 +652,7 @@ fn dispatch(
     if let Some(key) = Key::from_send_failure(user_data) {
         // Posted before the linked operation's own CQE (a hard link starts it only after the
         // SEND ended), so the stream sees it when it collects that operation.
-        failed_sends.push(key);
+        notes.failed_sends.push(key);
         return;
     }
     let key = Key::from_user_data(user_data);
@@ -648,7 +672,8 @@ fn dispatch(
                 late.push((resources, res, flags));
             }
             // Nobody will collect a failure recorded for it.
-            failed_sends.retain(|k| *k != key);
+            notes.failed_sends.retain(|k| *k != key);
+            notes.due.retain(|k| *k != key);
         }
         Some(OpState::Done { .. }) | None => stats.stale_completions += 1,
     }
@@ -710,6 +735,29 @@ impl<R: Abandoned> InFlight<R> {
         Poll::Ready(done)
     }
 
+    /// What the operation holds.
+    pub(crate) fn resources(&self) -> &R {
+        &self.resources
+    }
+
+    /// Drops the operation with a cancellation, as dropping it does, for an operation that can
+    /// only end by that cancellation before the next `io_uring_enter` returns (a watch on a
+    /// socket nobody has written to since it was checked idle): its final CQE is counted as
+    /// due, and the lean loop's next wait asks the kernel for one completion more instead of
+    /// returning for that CQE alone, which would cost a loop pass and a system call.
+    pub(crate) fn cancel_due(self) {
+        if self.done.is_some() || self.has_completed() {
+            return;
+        }
+        let mut this = ManuallyDrop::new(self);
+        // SAFETY: `this` is never dropped, so `resources` and the driver Rc are each moved out
+        // exactly once, here, and not used again.
+        let resources = unsafe { ManuallyDrop::take(&mut this.resources) };
+        // SAFETY: as above.
+        let driver = unsafe { std::ptr::read(&this.driver) };
+        driver.abandon(this.key, Box::new(resources), true);
+    }
+
     /// The key the operation was submitted under.
     pub(crate) fn key(&self) -> Key {
         self.key
@@ -764,7 +812,7 @@ impl<R: Abandoned> Drop for InFlight<R> {
             drop(self.driver.take_selected(res, flags));
             drop(resources);
         } else {
-            self.driver.abandon(self.key, Box::new(resources));
+            self.driver.abandon(self.key, Box::new(resources), false);
         }
     }
 }

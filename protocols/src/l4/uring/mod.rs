@@ -38,7 +38,7 @@ use io_uring::{opcode, squeue, types};
 use self::driver::{Abandoned, InFlight};
 use self::slots::IGNORED_USER_DATA;
 use super::buf::{take, IoBuf, READ_BUF_SIZE};
-use super::{Backend, Listener, StableBuf, Stream};
+use super::{Backend, LastWriteFailed, Listener, StableBuf, Stream};
 
 /// The shortest connect timeout honoured; shorter ones are raised to it.
 const MIN_CONNECT_TIMEOUT: Duration = Duration::from_millis(1);
@@ -110,6 +110,9 @@ enum RecvKeep {
     /// ended, whatever its outcome; a failed SEND is reported separately, see
     /// `Driver::submit_send_then_recv`).
     RingAfterSend(#[allow(dead_code)] Box<[u8]>),
+    /// Not a RECV: the POLL_ADD (POLLIN) of [`Stream::watch_idle`], which completes when the
+    /// peer sends bytes or closes, and holds nothing while it waits.
+    Watch,
 }
 
 impl Abandoned for RecvKeep {}
@@ -164,6 +167,20 @@ impl UringStream {
         let key = unsafe { driver.submit(&mut sqe) }?;
         self.read_op = Some(InFlight::new(driver, key, RecvKeep::Pool(buf)));
         Ok(())
+    }
+}
+
+impl UringStream {
+    /// Ends the idle watch before the stream is used. One still waiting is cancelled with its
+    /// completion counted as due: it comes within the next `io_uring_enter`, which then still
+    /// waits for the exchange's own completion. (Left to complete with the reply instead, its
+    /// completion often came one loop pass after the reply's, costing a system call.)
+    fn end_watch(&mut self) {
+        if matches!(self.read_op.as_ref(), Some(op) if matches!(op.resources(), RecvKeep::Watch)) {
+            if let Some(op) = self.read_op.take() {
+                op.cancel_due();
+            }
+        }
     }
 }
 
@@ -226,6 +243,7 @@ impl Stream for UringStream {
     /// the stream cancels it; the buffer returns to the pool with its final completion.
     async fn read(&mut self) -> io::Result<Option<IoBuf>> {
         let driver = driver::current()?;
+        self.end_watch();
         let mut from_ring = true;
         loop {
             if self.read_op.is_none() {
@@ -247,12 +265,10 @@ impl Stream for UringStream {
             if linked && key.is_some_and(|k| driver.take_send_failure(k)) {
                 // The write before this read failed or came up short: whatever the read got,
                 // the peer did not get the whole message.
-                return Err(io::Error::new(
-                    io::ErrorKind::BrokenPipe,
-                    "the write before this read failed or was cut short",
-                ));
+                return Err(io::Error::new(io::ErrorKind::BrokenPipe, LastWriteFailed));
             }
             return match (res, keep) {
+                (_, RecvKeep::Watch) => Err(io::Error::other("io_uring: read found a watch")),
                 (n, RecvKeep::Ring | RecvKeep::RingAfterSend(_)) if n == -libc::ENOBUFS => {
                     // Every ring buffer is out: this read brings its own.
                     driver.count_buffer_fallback();
@@ -292,6 +308,7 @@ impl Stream for UringStream {
             Ok(d) => d,
             Err(e) => return (Err(e), buf),
         };
+        self.end_watch();
         let mut buf = buf;
         let mut sent = 0usize;
         while sent < total {
@@ -338,24 +355,30 @@ impl Stream for UringStream {
     ///
     /// The RECV must own the bytes being sent until it completes, which on a keep-alive
     /// connection is when the next request arrives: so they are copied into an allocation of
-    /// their exact size and the caller's buffer (often a 64 KiB read buffer) is released at once.
+    /// their exact size and the caller's buffer (often a 64 KiB read buffer) is handed back at once.
     /// Only writes of at most [`LAST_WRITE_COPY_MAX`] bytes go this way; larger ones, and writes
     /// when a RECV is already in flight or there is no buffer ring, use [`Stream::write_all`].
-    async fn write_last<B: StableBuf>(&mut self, buf: B) -> io::Result<()> {
+    /// An idle watch ([`Stream::watch_idle`]) is cancelled first, in the same batch.
+    async fn write_last<B: StableBuf>(&mut self, buf: B) -> (io::Result<()>, Option<B>) {
         let len = buf.bytes().len();
         if len == 0 {
-            return Ok(());
+            return (Ok(()), Some(buf));
         }
-        let driver = driver::current()?;
+        let driver = match driver::current() {
+            Ok(d) => d,
+            Err(e) => return (Err(e), Some(buf)),
+        };
+        self.end_watch();
         if self.read_op.is_some()
             || self.linked_send
             || !driver.has_buf_ring()
             || len > LAST_WRITE_COPY_MAX
         {
-            return self.write_all(buf).await.0;
+            let (r, b) = self.write_all(buf).await;
+            return (r, Some(b));
         }
-        let buf: Box<[u8]> = buf.bytes().into();
-        let (ptr, len) = (buf.as_ptr(), len as u32);
+        let copy: Box<[u8]> = buf.bytes().into();
+        let (ptr, len) = (copy.as_ptr(), len as u32);
         let fd = types::Fd(self.fd.as_raw_fd());
         let mut sqes = [
             opcode::Send::new(fd, ptr, len)
@@ -367,14 +390,17 @@ impl Stream for UringStream {
                 .build()
                 .flags(squeue::Flags::BUFFER_SELECT),
         ];
-        // SAFETY: the SEND reads `buf`'s bytes (a StableBuf: they do not move with it), and the
-        // box goes into the RECV's resources below, which live until the RECV's final
+        // SAFETY: the SEND reads `copy`'s bytes (a boxed slice: they do not move with it), and
+        // the box goes into the RECV's resources below, which live until the RECV's final
         // completion, which comes after the SEND's end (see RecvKeep::RingAfterSend). The RECV
         // writes into a ring buffer the kernel picks.
-        let key = unsafe { driver.submit_send_then_recv(&mut sqes) }?;
-        self.read_op = Some(InFlight::new(driver, key, RecvKeep::RingAfterSend(buf)));
+        let key = match unsafe { driver.submit_send_then_recv(&mut sqes) } {
+            Ok(k) => k,
+            Err(e) => return (Err(e), Some(buf)),
+        };
+        self.read_op = Some(InFlight::new(driver, key, RecvKeep::RingAfterSend(copy)));
         self.linked_send = true;
-        Ok(())
+        (Ok(()), Some(buf))
     }
 
     async fn shutdown_write(&mut self) -> io::Result<()> {
@@ -393,13 +419,13 @@ impl Stream for UringStream {
         self.peer
     }
 
-    /// A RECV in flight (queued by [`Stream::watch_idle`] or left by a dropped `read`) that has
-    /// completed means bytes (or EOF) arrived: not idle. One still waiting, once every
+    /// A watch (queued by [`Stream::watch_idle`]) or a RECV (left by a dropped `read`) in flight
+    /// that has completed means bytes (or EOF) arrived: not idle. One still waiting, once every
     /// completion the kernel holds for this ring has been routed, means nothing arrived: idle.
     /// When the kernel has flagged deferred completions, the driver's turn is run here (one
     /// `io_uring_enter` that submits and reaps for every operation on the core, which the
-    /// driver would otherwise make a moment later) rather than a peek. Without a RECV in
-    /// flight a non-blocking `recv(MSG_PEEK)` decides.
+    /// driver would otherwise make a moment later) rather than a peek. With neither in flight
+    /// a non-blocking `recv(MSG_PEEK)` decides.
     fn is_idle_and_open(&self) -> bool {
         let Some(op) = &self.read_op else {
             return super::glommio::peek_idle(self.fd.as_raw_fd());
@@ -410,17 +436,25 @@ impl Stream for UringStream {
         !op.has_completed()
     }
 
-    /// Queues a RECV from the provided-buffer ring (which holds no buffer until bytes arrive);
-    /// without the ring it does nothing, and the idle check falls back to a peek.
+    /// Queues a one-shot POLL_ADD for POLLIN, which holds no memory and completes when the peer
+    /// sends bytes or closes (errors and hang-ups are always reported).
+    ///
+    /// It is not a RECV, so that the next exchange can hard-link its request's SEND to the RECV
+    /// of the reply ([`Stream::write_last`]) rather than wait for the SEND's own completion.
+    /// The watch is cancelled when the stream is used, and the loop does not wake up for that
+    /// cancellation alone (see `InFlight::cancel_due`).
     fn watch_idle(&mut self) {
         if self.read_op.is_some() {
             return;
         }
-        if let Ok(driver) = driver::current() {
-            if driver.has_buf_ring() {
-                // Best effort: on failure the idle check peeks.
-                let _ = self.arm_read(driver, true);
-            }
+        let Ok(driver) = driver::current() else {
+            return;
+        };
+        let mut sqe =
+            [opcode::PollAdd::new(types::Fd(self.fd.as_raw_fd()), libc::POLLIN as u32).build()];
+        // SAFETY: POLL_ADD carries no pointers. Best effort: on failure the idle check peeks.
+        if let Ok(key) = unsafe { driver.submit(&mut sqe) } {
+            self.read_op = Some(InFlight::new(driver, key, RecvKeep::Watch));
         }
     }
 }
