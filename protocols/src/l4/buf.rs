@@ -48,7 +48,10 @@ pub fn pool_stats() -> PoolStats {
     })
 }
 
-/// Takes a buffer of `READ_BUF_SIZE` initialized bytes from this core's pool.
+/// Takes a buffer with room for `READ_BUF_SIZE` bytes from this core's pool. Only its first
+/// `len()` bytes are initialized: none for a new one (it is not zeroed: a freed chunk that malloc
+/// hands out again would be written over whole, touching pages the kernel may never fill), all
+/// of them for one that was.
 pub(crate) fn take() -> Vec<u8> {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
@@ -57,7 +60,7 @@ pub(crate) fn take() -> Vec<u8> {
             Some(buf) => buf,
             None => {
                 p.stats.allocated += 1;
-                vec![0; READ_BUF_SIZE]
+                Vec::with_capacity(READ_BUF_SIZE)
             }
         }
     })
@@ -77,16 +80,20 @@ pub(crate) fn count_taken() {
     POOL.with(|p| p.borrow_mut().stats.in_use += 1);
 }
 
-/// Returns a buffer taken with [`take`], whatever its current length.
-pub(crate) fn give_back(mut buf: Vec<u8>) {
+/// Returns a buffer taken with [`take`], whatever its current length; `full` when all of its
+/// `READ_BUF_SIZE` bytes are initialized.
+fn give_back(mut buf: Vec<u8>, full: bool) {
     if buf.capacity() < READ_BUF_SIZE {
         POOL.with(|p| p.borrow_mut().stats.in_use -= 1);
         return;
     }
-    // SAFETY: every pooled buffer was created with READ_BUF_SIZE initialized bytes
-    // (`vec![0; READ_BUF_SIZE]`) and is only ever truncated, which does not de-initialize memory;
-    // u8 has no drop glue and no invalid bit patterns.
-    unsafe { buf.set_len(READ_BUF_SIZE) };
+    if full {
+        // SAFETY: the caller says all READ_BUF_SIZE bytes were initialized, and truncating a
+        // Vec does not de-initialize memory; u8 has no drop glue and no invalid bit patterns.
+        unsafe { buf.set_len(READ_BUF_SIZE) };
+    } else {
+        buf.clear();
+    }
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         p.stats.in_use = p.stats.in_use.saturating_sub(1);
@@ -104,17 +111,44 @@ pub struct IoBuf {
     buf: Vec<u8>,
     start: usize,
     pooled: bool,
+    /// All `READ_BUF_SIZE` bytes of the pooled buffer are initialized (zeroed once for a reader
+    /// that needs a slice, see [`IoBuf::zeroed_spare`]), whatever `buf.len()` says now.
+    full: bool,
 }
 
 impl IoBuf {
-    /// Wraps a pooled buffer whose first `len` bytes were filled.
-    pub(crate) fn from_pooled(mut buf: Vec<u8>, len: usize) -> IoBuf {
-        buf.truncate(len);
-        IoBuf {
+    /// An empty pooled buffer for a read: see [`IoBuf::read_target`] and [`IoBuf::filled`], or
+    /// [`IoBuf::zeroed_spare`].
+    pub(crate) fn for_read() -> IoBuf {
+        let buf = take();
+        let full = buf.len() >= READ_BUF_SIZE;
+        let mut b = IoBuf {
             buf,
             start: 0,
             pooled: true,
-        }
+            full,
+        };
+        b.buf.clear();
+        b
+    }
+
+    /// Wraps a pooled buffer (from [`take`]) into which the kernel has written `len` bytes
+    /// from the start.
+    ///
+    /// # Safety
+    /// The first `len` bytes of `buf`'s allocation are initialized, and `len` is at most its
+    /// capacity.
+    pub(crate) unsafe fn from_filled(buf: Vec<u8>, len: usize) -> IoBuf {
+        let full = buf.len() >= READ_BUF_SIZE;
+        let mut b = IoBuf {
+            buf,
+            start: 0,
+            pooled: true,
+            full,
+        };
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { b.filled(len) };
+        b
     }
 
     /// Wraps bytes that did not come from the pool (tests, adapters); they are freed, not pooled.
@@ -123,11 +157,41 @@ impl IoBuf {
             buf,
             start: 0,
             pooled: false,
+            full: false,
         }
     }
 
-    /// The whole pooled buffer, for a backend to read into.
-    pub(crate) fn spare_mut(&mut self) -> &mut [u8] {
+    /// Where a read may write: the start of the allocation and its size (at most
+    /// `READ_BUF_SIZE`). The memory may be uninitialized; nothing is read from it until
+    /// [`IoBuf::filled`].
+    pub(crate) fn read_target(&mut self) -> (*mut u8, usize) {
+        (
+            self.buf.as_mut_ptr(),
+            self.buf.capacity().min(READ_BUF_SIZE),
+        )
+    }
+
+    /// Records that a read wrote `n` bytes at [`IoBuf::read_target`]; they become the contents.
+    ///
+    /// # Safety
+    /// The first `n` bytes of the allocation are initialized, and `n` is at most its capacity.
+    pub(crate) unsafe fn filled(&mut self, n: usize) {
+        self.start = 0;
+        // SAFETY: forwarded from the caller's contract.
+        unsafe { self.buf.set_len(n.min(self.buf.capacity())) };
+    }
+
+    /// The whole buffer as an initialized slice, for a reader that needs one (glommio's
+    /// streams): zeroed the first time, then kept initialized by the pool.
+    pub(crate) fn zeroed_spare(&mut self) -> &mut [u8] {
+        if !self.full {
+            self.buf.clear();
+            self.buf.resize(READ_BUF_SIZE, 0);
+            self.full = true;
+        }
+        // SAFETY: `full`: all READ_BUF_SIZE bytes are initialized, within the capacity.
+        unsafe { self.buf.set_len(READ_BUF_SIZE) };
+        self.start = 0;
         &mut self.buf[..]
     }
 
@@ -180,7 +244,7 @@ impl std::fmt::Debug for IoBuf {
 impl Drop for IoBuf {
     fn drop(&mut self) {
         if self.pooled {
-            give_back(std::mem::take(&mut self.buf));
+            give_back(std::mem::take(&mut self.buf), self.full);
         }
     }
 }
@@ -192,19 +256,23 @@ mod tests {
     #[test]
     fn buffers_return_to_the_pool_and_are_reused() {
         let before = pool_stats();
-        let a = IoBuf::from_pooled(take(), 5);
-        assert_eq!(a.len(), 5);
+        let mut a = IoBuf::for_read();
+        let (ptr, cap) = a.read_target();
+        assert_eq!(cap, READ_BUF_SIZE);
+        // SAFETY: five bytes written at the read target, within its capacity.
+        unsafe {
+            std::ptr::copy_nonoverlapping(b"hello".as_ptr(), ptr, 5);
+            a.filled(5);
+        }
+        assert_eq!(&a[..], b"hello");
         assert_eq!(pool_stats().in_use, before.in_use + 1);
         drop(a);
         let after = pool_stats();
         assert_eq!(after.in_use, before.in_use);
         let allocated = after.allocated;
-        let b = IoBuf::from_pooled(take(), READ_BUF_SIZE);
-        assert_eq!(
-            b.len(),
-            READ_BUF_SIZE,
-            "a reused buffer has its full length back"
-        );
+        let mut b = IoBuf::for_read();
+        assert!(b.is_empty(), "a reused buffer starts empty");
+        assert_eq!(b.zeroed_spare().len(), READ_BUF_SIZE);
         assert_eq!(
             pool_stats().allocated,
             allocated,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
-use super::buf::{take, IoBuf, READ_BUF_SIZE};
+use super::buf::IoBuf;
 use super::{Backend, Listener, StableBuf, Stream};
 
 /// The glommio-streams backend.
@@ -46,8 +46,8 @@ impl AsRawFd for GlommioStream {
 impl Stream for GlommioStream {
     async fn read(&mut self) -> io::Result<Option<IoBuf>> {
         // Built before the await: if this future is dropped the buffer goes back to the pool.
-        let mut buf = IoBuf::from_pooled(take(), READ_BUF_SIZE);
-        let n = self.inner.read(buf.spare_mut()).await?;
+        let mut buf = IoBuf::for_read();
+        let n = self.inner.read(buf.zeroed_spare()).await?;
         if n == 0 {
             return Ok(None);
         }

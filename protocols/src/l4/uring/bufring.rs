@@ -80,7 +80,7 @@ impl BufRing {
         // are written: the `resv` field of entry 0, which is the shared tail, is left alone.
         let entry = unsafe { &mut *self.entries.as_ptr().add(index) };
         entry.set_addr(buf.as_ptr() as u64);
-        entry.set_len(buf.len().min(READ_BUF_SIZE) as u32);
+        entry.set_len(buf.capacity().min(READ_BUF_SIZE) as u32);
         entry.set_bid(bid);
         if let Some(slot) = self.bufs.get_mut(usize::from(bid)) {
             *slot = Some(buf);
@@ -102,10 +102,13 @@ impl BufRing {
     /// fresh one in its place, and returns the filled one as an [`IoBuf`] counted in the pool.
     pub(crate) fn take_filled(&mut self, bid: u16, len: usize) -> Option<IoBuf> {
         let buf = self.bufs.get_mut(usize::from(bid))?.take()?;
+        let lent = buf.capacity().min(READ_BUF_SIZE);
         self.lend(bid, take_uncounted());
         self.publish();
         count_taken();
-        Some(IoBuf::from_pooled(buf, len.min(READ_BUF_SIZE)))
+        // SAFETY: the kernel wrote `len` bytes at the start of this buffer, which it was lent
+        // with `lent` bytes of room.
+        Some(unsafe { IoBuf::from_filled(buf, len.min(lent)) })
     }
 }
 

@@ -438,8 +438,13 @@ impl<T> Future for JoinHandle<T> {
 #[derive(Debug)]
 pub struct Sleep {
     deadline: Instant,
-    key: Option<(Instant, u64)>,
+    /// The timer's id in the executor's map (keyed by `(deadline, id)`) while armed;
+    /// [`UNARMED`] before the first pending poll and after it fires or is disarmed.
+    id: u64,
 }
+
+/// [`Sleep::id`] of a timer not in the map; ids are handed out from 0 and never reach it.
+const UNARMED: u64 = u64::MAX;
 
 /// A timer on this thread's lean executor: a map entry while armed, removed when it fires or
 /// is dropped. No system call: the executor's wait is bounded by the earliest deadline.
@@ -449,7 +454,7 @@ pub struct Sleep {
 pub fn sleep(dur: Duration) -> Sleep {
     Sleep {
         deadline: now().unwrap_or_else(Instant::now) + dur,
-        key: None,
+        id: UNARMED,
     }
 }
 
@@ -466,24 +471,23 @@ impl Future for Sleep {
             return Poll::Ready(());
         }
         let mut timers = exec.timers.borrow_mut();
-        match self.key {
-            Some(key) => match timers.get_mut(&key) {
+        if self.id == UNARMED {
+            let id = exec.next_timer_id.get();
+            // 2^64 - 1 timers are never armed on one thread: the id never wraps to UNARMED.
+            exec.next_timer_id.set(id + 1);
+            timers.insert((self.deadline, id), cx.waker().clone());
+            drop(timers);
+            self.id = id;
+        } else {
+            match timers.get_mut(&(self.deadline, self.id)) {
                 Some(w) => {
                     if !w.will_wake(cx.waker()) {
                         *w = cx.waker().clone();
                     }
                 }
                 None => {
-                    timers.insert(key, cx.waker().clone());
+                    timers.insert((self.deadline, self.id), cx.waker().clone());
                 }
-            },
-            None => {
-                let id = exec.next_timer_id.get();
-                exec.next_timer_id.set(id.wrapping_add(1));
-                let key = (self.deadline, id);
-                timers.insert(key, cx.waker().clone());
-                drop(timers);
-                self.key = Some(key);
             }
         }
         Poll::Pending
@@ -492,9 +496,10 @@ impl Future for Sleep {
 
 impl Sleep {
     fn disarm(&mut self) {
-        if let Some(key) = self.key.take() {
+        if self.id != UNARMED {
+            let id = std::mem::replace(&mut self.id, UNARMED);
             if let Some(exec) = current() {
-                let removed = exec.timers.borrow_mut().remove(&key);
+                let removed = exec.timers.borrow_mut().remove(&(self.deadline, id));
                 drop(removed);
             }
         }

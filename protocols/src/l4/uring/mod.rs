@@ -37,7 +37,7 @@ use io_uring::{opcode, squeue, types};
 
 use self::driver::{Abandoned, InFlight};
 use self::slots::IGNORED_USER_DATA;
-use super::buf::{take, IoBuf, READ_BUF_SIZE};
+use super::buf::{IoBuf, READ_BUF_SIZE};
 use super::{Backend, LastWriteFailed, Listener, StableBuf, Stream};
 
 /// The shortest connect timeout honoured; shorter ones are raised to it.
@@ -102,7 +102,8 @@ impl<T: 'static> Abandoned for Keep<T> {}
 /// from the provided-buffer ring as bytes arrive (the driver recycles a picked buffer whose
 /// RECV was abandoned).
 enum RecvKeep {
-    Pool(IoBuf),
+    /// Boxed: this fallback is rare, and every stream holds a `RecvKeep` while it waits.
+    Pool(Box<IoBuf>),
     Ring,
     /// A ring RECV hard-linked behind a SEND posted without a success completion
     /// ([`Stream::write_last`]): it owns the SEND's buffer, which the kernel is done with once
@@ -157,10 +158,9 @@ impl UringStream {
             self.read_op = Some(InFlight::new(driver, key, RecvKeep::Ring));
             return Ok(());
         }
-        let mut buf = IoBuf::from_pooled(take(), READ_BUF_SIZE);
-        let spare = buf.spare_mut();
-        let (ptr, len) = (spare.as_mut_ptr(), spare.len() as u32);
-        let mut sqe = [opcode::Recv::new(fd, ptr, len).build()];
+        let mut buf = Box::new(IoBuf::for_read());
+        let (ptr, len) = buf.read_target();
+        let mut sqe = [opcode::Recv::new(fd, ptr, len as u32).build()];
         // SAFETY: `ptr..ptr+len` is the heap storage of `buf`, which moves into the InFlight
         // below (or is dropped on error before anything was queued) and stays allocated until
         // the final completion: moving an IoBuf does not move its bytes.
@@ -278,8 +278,10 @@ impl Stream for UringStream {
                 (n, _) if n < 0 => Err(io::Error::from_raw_os_error(-n)),
                 (0, _) => Ok(None),
                 (n, RecvKeep::Pool(mut buf)) => {
-                    buf.truncate(n as usize);
-                    Ok(Some(buf))
+                    // SAFETY: the RECV wrote `n` bytes (at most the length it was given) at the
+                    // buffer's read target.
+                    unsafe { buf.filled(n as usize) };
+                    Ok(Some(*buf))
                 }
                 (_, RecvKeep::Ring | RecvKeep::RingAfterSend(_)) => picked
                     .map(Some)
