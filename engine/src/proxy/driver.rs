@@ -259,6 +259,10 @@ async fn read_head<S: Stream, T>(
     }
 }
 
+/// The client address a session gets when the stream does not know its peer.
+const UNKNOWN_CLIENT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+
 /// Serves one downstream connection until it closes, its keep-alive ends, or the core shuts
 /// down. Never panics outward: the caller also runs it under a guard as a backstop.
 pub(crate) fn serve_connection<B: Backend, P: ProxyHttp>(
@@ -266,7 +270,6 @@ pub(crate) fn serve_connection<B: Backend, P: ProxyHttp>(
     core: Rc<CoreCtx<B::Stream>>,
     settings: Rc<HttpSettings>,
     stream: B::Stream,
-    client: SocketAddr,
 ) -> impl std::future::Future<Output = ()> {
     let mut conn = Conn::new(stream);
     // An `async move` block that uses its captures in place, not an `async fn`: an async fn
@@ -320,6 +323,9 @@ pub(crate) fn serve_connection<B: Backend, P: ProxyHttp>(
                     }
                 }
             }
+            // The client's address comes from the stream, which keeps it anyway (one copy per
+            // idle connection, not two); a backend that does not know it reports 0.0.0.0:0.
+            let client = conn.stream.peer_addr().unwrap_or(UNKNOWN_CLIENT);
             let keep = Box::pin(next_request::<B, P>(
                 &app, &core, &settings, &mut conn, first, client,
             ))

@@ -732,7 +732,9 @@ struct Spawner<B: Backend, P> {
 }
 
 impl<B: Backend, P: ProxyHttp + 'static> Spawner<B, P> {
-    fn spawn(&self, stream: B::Stream, peer: SocketAddr) {
+    /// Spawns the task of an accepted connection (the session reads the client's address from
+    /// the stream).
+    fn spawn(&self, stream: B::Stream) {
         bump(&self.core.metrics.accepted);
         bump(&self.core.metrics.active);
         self.active.set(self.active.get() + 1);
@@ -747,7 +749,6 @@ impl<B: Backend, P: ProxyHttp + 'static> Spawner<B, P> {
             Rc::clone(&self.core),
             Rc::clone(&self.settings),
             stream,
-            peer,
         ));
         let task = ConnTask {
             fut,
@@ -834,7 +835,7 @@ async fn accept_loop<B: Backend, P: ProxyHttp + 'static>(
             None
         })
         .await;
-        let (stream, peer) = match accepted {
+        let (stream, _) = match accepted {
             None => {
                 if let Some(fut) = pending.take() {
                     finish_pending_accept(&listener, fut, &spawner).await;
@@ -860,7 +861,7 @@ async fn accept_loop<B: Backend, P: ProxyHttp + 'static>(
                 }
             }
         };
-        spawner.spawn(stream, peer);
+        spawner.spawn(stream);
     }
 }
 
@@ -893,7 +894,7 @@ async fn finish_pending_accept<B: Backend, P: ProxyHttp + 'static, F>(
                     .and_then(|a| a.as_socket())
                     == Some(peer);
                 if !is_pill {
-                    spawner.spawn(stream, peer);
+                    spawner.spawn(stream);
                 }
                 return;
             }
