@@ -120,16 +120,20 @@ impl IoBuf {
     /// An empty pooled buffer for a read: see [`IoBuf::read_target`] and [`IoBuf::filled`], or
     /// [`IoBuf::zeroed_spare`].
     pub(crate) fn for_read() -> IoBuf {
-        let buf = take();
+        let mut b = IoBuf::pooled(take());
+        b.buf.clear();
+        b
+    }
+
+    /// Wraps a buffer from [`take`] as it is.
+    fn pooled(buf: Vec<u8>) -> IoBuf {
         let full = buf.len() >= READ_BUF_SIZE;
-        let mut b = IoBuf {
+        IoBuf {
             buf,
             start: 0,
             pooled: true,
             full,
-        };
-        b.buf.clear();
-        b
+        }
     }
 
     /// Wraps a pooled buffer (from [`take`]) into which the kernel has written `len` bytes
@@ -139,13 +143,7 @@ impl IoBuf {
     /// The first `len` bytes of `buf`'s allocation are initialized, and `len` is at most its
     /// capacity.
     pub(crate) unsafe fn from_filled(buf: Vec<u8>, len: usize) -> IoBuf {
-        let full = buf.len() >= READ_BUF_SIZE;
-        let mut b = IoBuf {
-            buf,
-            start: 0,
-            pooled: true,
-            full,
-        };
+        let mut b = IoBuf::pooled(buf);
         // SAFETY: forwarded from the caller's contract.
         unsafe { b.filled(len) };
         b
