@@ -997,6 +997,26 @@ async fn relay_interim<S: Stream>(
     .map_err(|e| (e, false))
 }
 
+/// Writes the encoded body bytes in `out` to the upstream within its write timeout and hands
+/// the emptied buffer back in `out` for the next chunk.
+async fn send_body_bytes<S: Stream>(
+    up: &mut Conn<S>,
+    out: &mut Vec<u8>,
+    peer: &HttpPeer,
+) -> std::result::Result<(), (Box<Error>, bool)> {
+    let back = send(
+        &mut up.stream,
+        std::mem::take(out),
+        peer.write_timeout,
+        Side::Upstream,
+        "writing the request body",
+    )
+    .await
+    .map_err(|e| (e, false))?;
+    *out = back.unwrap_or_default();
+    Ok(())
+}
+
 /// Streams the rest of the request body upstream, re-framed as `up_framing`.
 #[allow(clippy::too_many_arguments)]
 async fn stream_request_body<S: Stream, P: ProxyHttp>(
@@ -1027,16 +1047,7 @@ async fn stream_request_body<S: Stream, P: ProxyHttp>(
                 false,
             )
         })?;
-        let back = send(
-            &mut up.stream,
-            std::mem::take(out),
-            peer.write_timeout,
-            Side::Upstream,
-            "writing the request body",
-        )
-        .await
-        .map_err(|e| (e, false))?;
-        *out = back.unwrap_or_default();
+        send_body_bytes(up, out, peer).await?;
     }
     while !body.complete {
         let next = down.next_bytes(settings.body_timeout).await;
@@ -1095,16 +1106,7 @@ async fn stream_request_body<S: Stream, P: ProxyHttp>(
             down.pending = Some(buf);
         }
         if !out.is_empty() {
-            let back = send(
-                &mut up.stream,
-                std::mem::take(out),
-                peer.write_timeout,
-                Side::Upstream,
-                "writing the request body",
-            )
-            .await
-            .map_err(|e| (e, false))?;
-            *out = back.unwrap_or_default();
+            send_body_bytes(up, out, peer).await?;
         }
     }
     Ok(())

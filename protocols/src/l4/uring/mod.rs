@@ -168,9 +168,7 @@ impl UringStream {
         self.read_op = Some(InFlight::new(driver, key, RecvKeep::Pool(buf)));
         Ok(())
     }
-}
 
-impl UringStream {
     /// Ends the idle watch before the stream is used. One still waiting is cancelled with its
     /// completion counted as due: it comes within the next `io_uring_enter`, which then still
     /// waits for the exchange's own completion. (Left to complete with the reply instead, its
