@@ -1144,6 +1144,9 @@ async fn relay_response<S: Stream, P: ProxyHttp>(
         (BodyFraming::Length(_), BodyFraming::Length(_))
             | (BodyFraming::CloseDelimited, BodyFraming::CloseDelimited)
     );
+    if !read_next {
+        down.stream.no_more_reads();
+    }
     // Bytes the upstream sent after the response head arrive first.
     let mut next = up.pending.take();
     loop {
@@ -1418,6 +1421,9 @@ async fn write_direct<S: Stream>(
     }
     session.status = Some(direct.head.status);
     session.downstream_bytes_sent += out.len() as u64;
+    if !keep {
+        conn.stream.no_more_reads();
+    }
     send(
         &mut conn.stream,
         out,
@@ -1444,6 +1450,9 @@ async fn send_status<S: Stream>(
         if keep { None } else { Some("close") },
         &mut out,
     );
+    if !keep {
+        stream.no_more_reads();
+    }
     let (r, _) = write_timed(stream, out, settings.send_timeout, false).await;
     r.is_ok()
 }

@@ -822,87 +822,121 @@ async fn accept_loop<B: Backend, P: ProxyHttp + 'static>(
         active: Rc::new(std::cell::Cell::new(0usize)),
         slot_freed: LocalNotify::new(),
     };
-    // The pending accept survives loop turns: it is never dropped while it may complete.
-    let mut pending = None;
+    // Pending accepts survive loop turns: none is dropped while it may complete. Up to the
+    // backend's ACCEPTS_IN_FLIGHT wait at once, never more than the connection cap leaves room
+    // for (so the cap holds whichever of them completes).
+    let mut pending = Vec::with_capacity(B::ACCEPTS_IN_FLIGHT);
     loop {
         // At the cap, stop accepting (the kernel queues) until a connection ends; no spinning.
-        while spawner.active.get() >= max_connections && !core.shutdown.is_set() {
+        while pending.is_empty()
+            && spawner.active.get() >= max_connections
+            && !core.shutdown.is_set()
+        {
             futures_lite::future::or(spawner.slot_freed.notified(), core.shutdown.wait()).await;
         }
-        let fut = pending.get_or_insert_with(|| Box::pin(listener.accept()));
-        let accepted = futures_lite::future::or(async { Some(fut.as_mut().await) }, async {
-            core.shutdown.wait().await;
-            None
-        })
-        .await;
+        while pending.len() < B::ACCEPTS_IN_FLIGHT
+            && spawner.active.get() + pending.len() < max_connections
+        {
+            pending.push(Box::pin(listener.accept()));
+        }
+        let accepted =
+            futures_lite::future::or(async { Some(first_ready(&mut pending).await) }, async {
+                core.shutdown.wait().await;
+                None
+            })
+            .await;
         let (stream, _) = match accepted {
             None => {
-                if let Some(fut) = pending.take() {
-                    finish_pending_accept(&listener, fut, &spawner).await;
-                }
+                finish_pending_accepts(&listener, pending, &spawner).await;
                 return;
             }
-            Some(r) => {
-                pending = None;
-                match r {
-                    Ok(a) => a,
-                    Err(e) => {
-                        if matches!(
-                            e.raw_os_error(),
-                            Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-                        ) {
-                            log::warn!("accept: {e}; backing off {ACCEPT_BACKOFF:?}");
-                            rt::sleep(ACCEPT_BACKOFF).await;
-                        } else {
-                            log::debug!("accept: {e}");
-                        }
-                        continue;
+            Some(r) => match r {
+                Ok(a) => a,
+                Err(e) => {
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+                    ) {
+                        log::warn!("accept: {e}; backing off {ACCEPT_BACKOFF:?}");
+                        rt::sleep(ACCEPT_BACKOFF).await;
+                    } else {
+                        log::debug!("accept: {e}");
                     }
+                    continue;
                 }
-            }
+            },
         };
         spawner.spawn(stream);
     }
 }
 
-/// Pill connections tried at shutdown before giving up on a pending accept.
+/// Waits for the first of `pending` to complete, removes it and returns its output.
+async fn first_ready<F: std::future::Future + Unpin>(pending: &mut Vec<F>) -> F::Output {
+    std::future::poll_fn(|cx| {
+        for i in 0..pending.len() {
+            if let std::task::Poll::Ready(r) = std::pin::Pin::new(&mut pending[i]).poll(cx) {
+                pending.swap_remove(i);
+                return std::task::Poll::Ready(r);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+/// Rounds of pill connections tried at shutdown before giving up on the pending accepts.
 const MAX_PILLS: usize = 200;
 
-/// Completes an accept that was pending when shutdown began, instead of dropping it: a
+/// Completes the accepts that were pending when shutdown began, instead of dropping them: a
 /// dropped io_uring accept that the kernel completes anyway leaves an accepted connection
 /// nobody serves (and, during an upgrade, the listening socket is shared with the new
-/// process, so connections keep arriving). Loopback "pill" connections to the listener wake
-/// it; a real connection it returns is served (told to close), a pill is closed. Pills the
-/// new process accepts are empty connections it closes.
-async fn finish_pending_accept<B: Backend, P: ProxyHttp + 'static, F>(
+/// process, so connections keep arriving). Each round makes one loopback "pill" connection
+/// per accept still waiting, then collects what completes within 20 ms: a real connection is
+/// served (told to close), a pill (any of them: the kernel hands connections to the waiting
+/// accepts in its own order) is closed. Pills the new process accepts are empty connections it
+/// closes.
+async fn finish_pending_accepts<B: Backend, P: ProxyHttp + 'static, F>(
     listener: &B::Listener,
-    mut pending: std::pin::Pin<Box<F>>,
+    mut pending: Vec<std::pin::Pin<Box<F>>>,
     spawner: &Spawner<B, P>,
 ) where
     F: std::future::Future<Output = io::Result<(B::Stream, SocketAddr)>>,
 {
+    if pending.is_empty() {
+        return;
+    }
     let Ok(addr) = listener.local_addr() else {
         return;
     };
+    let mut pills = Vec::new();
     for _ in 0..MAX_PILLS {
-        let pill = pill_connect(addr);
-        match crate::runtime::timeout(Duration::from_millis(20), pending.as_mut()).await {
-            Ok((stream, peer)) => {
-                let is_pill = pill
-                    .as_ref()
-                    .and_then(|p| p.local_addr().ok())
-                    .and_then(|a| a.as_socket())
-                    == Some(peer);
-                if !is_pill {
-                    spawner.spawn(stream);
+        pills.extend(
+            (0..pending.len())
+                .filter_map(|_| pill_connect(addr))
+                .filter_map(|p| p.local_addr().ok()?.as_socket().map(|a| (p, a))),
+        );
+        loop {
+            match crate::runtime::timeout(Duration::from_millis(20), first_ready(&mut pending))
+                .await
+            {
+                Ok((stream, peer)) => {
+                    if !pills.iter().any(|(_, a)| *a == peer) {
+                        spawner.spawn(stream);
+                    }
                 }
+                Err(e) if e.kind() == io::ErrorKind::TimedOut => break,
+                // That accept failed (and is gone from `pending`).
+                Err(_) => {}
+            }
+            if pending.is_empty() {
                 return;
             }
-            Err(e) if e.kind() == io::ErrorKind::TimedOut => continue,
-            Err(_) => return,
         }
     }
-    log::warn!("a pending accept on {addr} did not complete at shutdown");
+    log::warn!(
+        "{} pending accepts on {addr} did not complete at shutdown",
+        pending.len()
+    );
 }
 
 /// Starts a non-blocking loopback connection to `addr`.

@@ -123,6 +123,11 @@ pub trait Stream: 'static {
     /// [`Stream::is_idle_and_open`] is answered from its state without a system call. The
     /// default does nothing.
     fn watch_idle(&mut self) {}
+
+    /// Says that the stream will not be read again (its connection closes after the writes
+    /// that follow), so that a completion backend queues no read ahead of those writes only to
+    /// cancel it at the close. The default does nothing.
+    fn no_more_reads(&mut self) {}
 }
 
 /// What a read reports (as `BrokenPipe`) when the [`Stream::write_last`] before it failed or was
@@ -176,6 +181,11 @@ pub trait Backend: 'static {
 
     /// A short name for logs (`"glommio"`, `"uring"`).
     const NAME: &'static str;
+
+    /// Accepts a core keeps waiting on one listener at once. A completion backend completes
+    /// every waiting accept the backlog can serve in one `io_uring_enter`, so under connection
+    /// churn several waiting accepts take several connections per loop pass instead of one.
+    const ACCEPTS_IN_FLIGHT: usize = 1;
 
     /// Adopts a bound, listening socket built elsewhere (socket2, or handed over by an older
     /// process during an upgrade). Must be called on the core that will accept on it.

@@ -99,6 +99,9 @@ pub(crate) struct Driver {
     /// Whether the lean executor (`exec.rs`) drives the ring on this thread now: no glommio
     /// driver task is spawned then.
     lean: Cell<bool>,
+    /// The wakers one reap collects, kept between reaps so that routing completions allocates
+    /// nothing (taken out while in use: a reap that nests inside another starts a fresh one).
+    wake_scratch: Cell<Vec<Waker>>,
 }
 
 thread_local! {
@@ -242,6 +245,7 @@ impl Driver {
             eventfd,
             task_alive: Cell::new(false),
             lean: Cell::new(false),
+            wake_scratch: Cell::new(Vec::new()),
         })
     }
 
@@ -464,8 +468,8 @@ impl Driver {
 
     /// Routes every CQE in the completion queue (no system call) and wakes their operations;
     /// returns how many.
-    fn reap(&self) -> usize {
-        let mut wake = Vec::new();
+    pub(crate) fn reap(&self) -> usize {
+        let mut wake = self.wake_scratch.take();
         let mut late = Vec::new();
         let reaped = {
             let mut inner = self.inner.borrow_mut();
@@ -473,9 +477,10 @@ impl Driver {
             inner.stats.completions += reaped as u64;
             reaped
         };
-        for w in wake {
+        for w in wake.drain(..) {
             w.wake();
         }
+        self.wake_scratch.set(wake);
         for (resources, res, flags) in late {
             // A buffer the kernel picked for an abandoned RECV goes back to the ring.
             drop(self.take_selected(res, flags));
@@ -575,12 +580,15 @@ impl Driver {
     /// CQ, or deferred completions the kernel flagged (IORING_SQ_TASKRUN) and produces only at
     /// the next GETEVENTS. When false, every operation not marked done is still in the kernel.
     pub(crate) fn may_have_unreaped_completions(&self) -> bool {
+        self.kernel_flagged() || !self.inner.borrow_mut().ring.completion().is_empty()
+    }
+
+    /// Whether the kernel flagged deferred completions (IORING_SQ_TASKRUN) or a CQ overflow:
+    /// completions that only an `io_uring_enter` produces.
+    pub(crate) fn kernel_flagged(&self) -> bool {
         let mut inner = self.inner.borrow_mut();
-        let flagged = {
-            let sq = inner.ring.submission();
-            sq.taskrun() || sq.cq_overflow()
-        };
-        flagged || !inner.ring.completion().is_empty()
+        let sq = inner.ring.submission();
+        sq.taskrun() || sq.cq_overflow()
     }
 
     /// Whether reads can let the kernel pick their buffer from this core's ring.

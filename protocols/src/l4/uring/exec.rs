@@ -573,6 +573,8 @@ fn run_loop<T>(
     main_waker: &Waker,
     mut fut: Pin<&mut impl Future<Output = T>>,
 ) -> T {
+    // Whether the last pass left its submissions queued (see below).
+    let mut held = false;
     loop {
         exec.now.set(Instant::now());
         if exec.main_woken.replace(false) {
@@ -591,7 +593,17 @@ fn run_loop<T>(
             }
         }
         if exec.runnable() {
-            driver.turn();
+            // Tasks woken during the pass (a connection just accepted, a wake from another
+            // task) run next; what this pass queued goes to the kernel with what they queue, in
+            // one io_uring_enter, unless the kernel flagged completions to run. Held for one
+            // pass at most, so tasks that keep waking each other cannot starve the ring.
+            if held || driver.kernel_flagged() {
+                driver.turn();
+                held = false;
+            } else {
+                driver.reap();
+                held = true;
+            }
             if !exec.timers.borrow().is_empty() {
                 exec.fire_timers(exec.now.get());
             }
@@ -603,6 +615,7 @@ fn run_loop<T>(
         if exec.fire_timers(now) > 0 {
             continue;
         }
+        held = false;
         let wait = exec
             .next_deadline()
             .map_or(IDLE_CAP, |d| d.saturating_duration_since(now).min(IDLE_CAP));

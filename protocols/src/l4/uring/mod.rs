@@ -125,6 +125,8 @@ pub struct UringStream {
     read_op: Option<InFlight<RecvKeep>>,
     /// `read_op` is linked behind a SEND from [`Stream::write_last`] that reports only failure.
     linked_send: bool,
+    /// No read follows ([`Stream::no_more_reads`]): writes queue no RECV ahead.
+    no_read_ahead: bool,
     /// Closed by `Drop` through the ring (IORING_OP_CLOSE), or with close(2) when this thread
     /// has no ring.
     fd: ManuallyDrop<OwnedFd>,
@@ -136,6 +138,7 @@ impl UringStream {
         UringStream {
             read_op: None,
             linked_send: false,
+            no_read_ahead: false,
             fd: ManuallyDrop::new(fd),
             peer,
         }
@@ -325,7 +328,7 @@ impl Stream for UringStream {
                 Ok(k) => k,
                 Err(e) => return (Err(e), buf),
             };
-            if READ_AHEAD && self.read_op.is_none() {
+            if READ_AHEAD && !self.no_read_ahead && self.read_op.is_none() {
                 // Best effort: on failure the next `read` queues its RECV itself.
                 let _ = self.arm_read(driver.clone(), true);
             }
@@ -434,6 +437,10 @@ impl Stream for UringStream {
             op.driver().turn();
         }
         !op.has_completed()
+    }
+
+    fn no_more_reads(&mut self) {
+        self.no_read_ahead = true;
     }
 
     /// Queues a one-shot POLL_ADD for POLLIN, which holds no memory and completes when the peer
@@ -579,6 +586,10 @@ impl Backend for UringBackend {
     type Stream = UringStream;
     type Listener = UringListener;
     const NAME: &'static str = "uring";
+    /// Four: with one, 50 clients each opening a connection per request got one new connection
+    /// per loop pass (1.03 io_uring_enter calls per request; 0.57 with four); see
+    /// docs/internals.md, "Connection churn".
+    const ACCEPTS_IN_FLIGHT: usize = 4;
 
     /// Takes the socket as it is (blocking or not: the ring never blocks on it).
     fn adopt_listener(fd: OwnedFd) -> io::Result<UringListener> {
