@@ -6,12 +6,13 @@ use crate::http::RequestHead;
 /// The upstream index for a request's host and path: a route naming the exact host beats a
 /// route without a host, then the longest matching prefix wins, then declaration order.
 pub(super) fn route(routes: &[RouteConf], host: Option<&str>, path: &str) -> Option<usize> {
-    let host = host.map(normalize_host);
+    let host = host.map(host_without_port);
     let mut best: Option<(bool, usize, usize)> = None;
     for (i, r) in routes.iter().enumerate() {
-        let host_match = match (&r.host, &host) {
+        let host_match = match (&r.host, host) {
             (None, _) => false,
-            (Some(rh), Some(h)) if rh == h => true,
+            // Route hosts are lowercased when the configuration is read.
+            (Some(rh), Some(h)) if rh.eq_ignore_ascii_case(h) => true,
             (Some(_), _) => continue,
         };
         if !path.starts_with(r.path_prefix.as_str()) {
@@ -28,8 +29,8 @@ pub(super) fn route(routes: &[RouteConf], host: Option<&str>, path: &str) -> Opt
     best.map(|(_, _, i)| routes[i].upstream)
 }
 
-/// Lowercases a Host value and strips its port.
-fn normalize_host(h: &str) -> String {
+/// A Host value without its port (compared without regard to case: no lowercased copy).
+fn host_without_port(h: &str) -> &str {
     let h = h.trim();
     let without_port = if let Some(rest) = h.strip_prefix('[') {
         rest.split(']').next().unwrap_or(rest)
@@ -42,7 +43,7 @@ fn normalize_host(h: &str) -> String {
             }
         })
     };
-    without_port.to_ascii_lowercase()
+    without_port
 }
 
 /// The path (and query) of a request target, for routing and the `path` hash key: origin-form
@@ -73,9 +74,23 @@ mod tests {
     }
 
     #[test]
-    fn hosts_lose_case_and_port() {
-        assert_eq!(normalize_host("EXAMPLE.com:8080"), "example.com");
-        assert_eq!(normalize_host("[::1]:80"), "::1");
-        assert_eq!(normalize_host("a.example"), "a.example");
+    fn hosts_lose_their_port() {
+        assert_eq!(host_without_port("EXAMPLE.com:8080"), "EXAMPLE.com");
+        assert_eq!(host_without_port("[::1]:80"), "::1");
+        assert_eq!(host_without_port("a.example"), "a.example");
+        assert_eq!(host_without_port(" a.example:x "), "a.example:x");
+    }
+
+    #[test]
+    fn hosts_match_whatever_their_case() {
+        let conf = |host: Option<&str>, prefix: &str, upstream| RouteConf {
+            host: host.map(str::to_string),
+            path_prefix: prefix.to_string(),
+            upstream,
+        };
+        let routes = [conf(None, "/", 0), conf(Some("a.example"), "/", 1)];
+        assert_eq!(route(&routes, Some("A.Example:8080"), "/x"), Some(1));
+        assert_eq!(route(&routes, Some("b.example"), "/x"), Some(0));
+        assert_eq!(route(&routes, None, "/x"), Some(0));
     }
 }

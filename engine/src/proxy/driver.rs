@@ -24,6 +24,7 @@ use ringway_protocols::l4::{Backend, IoBuf, LastWriteFailed, Stream};
 use super::error::{Error, ErrorKind, Result, Retry, Side};
 use super::panic::{guard, guard_sync, payload_str};
 use super::phase::{FailToProxy, ProxyHttp};
+use super::recycle::RecycledBox;
 use super::session::Session;
 use super::settings::{HttpSettings, DRAIN_LIMIT_BYTES, EXPECT_CONTINUE_WAIT, REPLAY_BUFFER_BYTES};
 use super::CoreCtx;
@@ -259,6 +260,12 @@ async fn read_head<S: Stream, T>(
     }
 }
 
+/// Room the upstream request's copy of the headers keeps for fields a filter adds
+/// (`X-Forwarded-For`, an `Upgrade` put back), so that adding them does not reallocate.
+const UPSTREAM_ROOM_FIELDS: usize = 4;
+/// Bytes of names and values in that room.
+const UPSTREAM_ROOM_BYTES: usize = 128;
+
 /// The client address a session gets when the stream does not know its peer.
 const UNKNOWN_CLIENT: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
@@ -282,7 +289,7 @@ pub(crate) fn serve_connection<B: Backend, P: ProxyHttp>(
             // read and its timer). Reading the rest of the head and serving the request run boxed:
             // an async fn's state is as large as its largest await point, and the request pipeline
             // is kilobytes, which every idle keep-alive connection would otherwise hold. One
-            // allocation per request instead.
+            // heap block per request instead, recycled on the core (see `recycle`).
             if conn.scratch.is_empty() && conn.pending.is_none() {
                 let read = timeout(
                     if first {
@@ -326,7 +333,7 @@ pub(crate) fn serve_connection<B: Backend, P: ProxyHttp>(
             // The client's address comes from the stream, which keeps it anyway (one copy per
             // idle connection, not two); a backend that does not know it reports 0.0.0.0:0.
             let client = conn.stream.peer_addr().unwrap_or(UNKNOWN_CLIENT);
-            let keep = Box::pin(next_request::<B, P>(
+            let keep = RecycledBox::new(next_request::<B, P>(
                 &app, &core, &settings, &mut conn, first, client,
             ))
             .await;
@@ -744,7 +751,16 @@ async fn exchange<B: Backend, P: ProxyHttp>(
     expect_continue: bool,
     peer: &HttpPeer,
 ) -> std::result::Result<Exchange, (Box<Error>, bool)> {
-    let mut up_req = session.req_header().clone();
+    // A copy the upstream request filter can add a few fields to without reallocating.
+    let original = session.req_header();
+    let mut up_req = RequestHead {
+        method: original.method.clone(),
+        target: original.target.clone(),
+        version: original.version,
+        headers: original
+            .headers
+            .clone_with_room(UPSTREAM_ROOM_FIELDS, UPSTREAM_ROOM_BYTES),
+    };
     let upgrade = upgrade_requested(&up_req);
     remove_hop_by_hop(&mut up_req.headers);
     if let Some(proto) = &upgrade {

@@ -5,6 +5,7 @@ mod driver;
 pub mod error;
 pub mod panic;
 mod phase;
+mod recycle;
 mod session;
 mod settings;
 

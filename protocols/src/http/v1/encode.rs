@@ -236,7 +236,7 @@ mod tests {
             );
         }
         let mut head = ResponseHead::new(799);
-        head.reason.clear();
+        head.reason = "".into();
         assert_eq!(
             encode_res(&head, BodyFraming::Length(0), None),
             "HTTP/1.1 799 \r\nContent-Length: 0\r\n\r\n"

@@ -2,6 +2,7 @@
 //! bytes (httparse underneath, plus the checks httparse leaves out). First step of the request
 //! path (read the head) and of the response path (read the upstream head).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::mem::MaybeUninit;
 use std::str::FromStr;
@@ -230,8 +231,10 @@ pub struct ResponseHead {
     pub version: Version,
     /// The status code, 100..=599.
     pub status: u16,
-    /// The reason phrase (empty if the peer sent none, or sent non-ASCII bytes).
-    pub reason: String,
+    /// The reason phrase (empty if the peer sent none, or sent non-ASCII bytes). Borrowed
+    /// from [`canonical_reason`] when it is the registered one, as it nearly always is: no
+    /// allocation per response for it.
+    pub reason: Cow<'static, str>,
     /// The header fields, in order.
     pub headers: Headers,
 }
@@ -243,7 +246,7 @@ impl ResponseHead {
         Self {
             version: Version::Http11,
             status,
-            reason: canonical_reason(status).unwrap_or("").to_owned(),
+            reason: Cow::Borrowed(canonical_reason(status).unwrap_or("")),
             headers: Headers::new(),
         }
     }
@@ -477,7 +480,10 @@ pub fn parse_response(buf: &[u8], limits: &Limits) -> Result<Parsed<ResponseHead
                     head: ResponseHead {
                         version,
                         status,
-                        reason: reason.to_owned(),
+                        reason: match canonical_reason(status) {
+                            Some(c) if c == reason => Cow::Borrowed(c),
+                            _ => Cow::Owned(reason.to_owned()),
+                        },
                         headers,
                     },
                     len,
@@ -1242,7 +1248,7 @@ mod tests {
         assert_eq!((req.version, req.headers.len()), (Version::Http11, 0));
         let res = ResponseHead::new(404);
         assert_eq!(
-            (res.version, res.status, res.reason.as_str()),
+            (res.version, res.status, &*res.reason),
             (Version::Http11, 404, "Not Found")
         );
         assert_eq!(ResponseHead::new(299).reason, "");
@@ -1463,7 +1469,7 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            (head.status, head.reason.as_str(), head.headers.get_str("a")),
+            (head.status, &*head.reason, head.headers.get_str("a")),
             (200, "", Some("b"))
         );
         let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();

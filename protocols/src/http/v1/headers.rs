@@ -84,6 +84,18 @@ impl Headers {
         }
     }
 
+    /// A copy with room for `fields` more fields and `bytes` more bytes of names and values, so
+    /// that a filter adding a few fields to it (a proxy's `X-Forwarded-For`) does not reallocate.
+    pub fn clone_with_room(&self, fields: usize, bytes: usize) -> Self {
+        let mut copy = Self {
+            bytes: Vec::with_capacity(self.bytes.len() + bytes),
+            fields: Vec::with_capacity(self.fields.len() + fields),
+        };
+        copy.bytes.extend_from_slice(&self.bytes);
+        copy.fields.extend_from_slice(&self.fields);
+        copy
+    }
+
     /// An empty list with exactly the room a parsed head needs.
     pub(crate) fn with_exact_capacity(
         fields: usize,

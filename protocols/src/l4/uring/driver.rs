@@ -50,6 +50,14 @@ pub(crate) trait Abandoned: 'static {
     }
 }
 
+/// An abandoned operation's resources with its final CQE's `res` and `flags`.
+type LateCompletion = (Box<dyn Abandoned>, i32, u32);
+
+/// What an abandoned operation that points at no memory leaves in its slot.
+struct NoResources;
+
+impl Abandoned for NoResources {}
+
 enum OpState {
     /// Submitted (or queued); the future's waker, once it has polled.
     Waiting(Option<Waker>),
@@ -102,6 +110,8 @@ pub(crate) struct Driver {
     /// The wakers one reap collects, kept between reaps so that routing completions allocates
     /// nothing (taken out while in use: a reap that nests inside another starts a fresh one).
     wake_scratch: Cell<Vec<Waker>>,
+    /// Likewise for the abandoned operations' final completions.
+    late_scratch: Cell<Vec<LateCompletion>>,
 }
 
 thread_local! {
@@ -246,6 +256,7 @@ impl Driver {
             task_alive: Cell::new(false),
             lean: Cell::new(false),
             wake_scratch: Cell::new(Vec::new()),
+            late_scratch: Cell::new(Vec::new()),
         })
     }
 
@@ -470,7 +481,7 @@ impl Driver {
     /// returns how many.
     pub(crate) fn reap(&self) -> usize {
         let mut wake = self.wake_scratch.take();
-        let mut late = Vec::new();
+        let mut late = self.late_scratch.take();
         let reaped = {
             let mut inner = self.inner.borrow_mut();
             let reaped = inner.route_completions(&mut wake, &mut late);
@@ -481,11 +492,12 @@ impl Driver {
             w.wake();
         }
         self.wake_scratch.set(wake);
-        for (resources, res, flags) in late {
+        for (resources, res, flags) in late.drain(..) {
             // A buffer the kernel picked for an abandoned RECV goes back to the ring.
             drop(self.take_selected(res, flags));
             resources.late_completion(res);
         }
+        self.late_scratch.set(late);
         reaped
     }
 
@@ -623,7 +635,7 @@ impl Inner {
     fn route_completions(
         &mut self,
         wake: &mut Vec<Waker>,
-        late: &mut Vec<(Box<dyn Abandoned>, i32, u32)>,
+        late: &mut Vec<LateCompletion>,
     ) -> usize {
         let mut routed = 0;
         for cqe in self.ring.completion() {
@@ -650,7 +662,7 @@ fn dispatch(
     stats: &mut UringStats,
     cqe: &cqueue::Entry,
     wake: &mut Vec<Waker>,
-    late: &mut Vec<(Box<dyn Abandoned>, i32, u32)>,
+    late: &mut Vec<LateCompletion>,
     notes: &mut Notes,
 ) {
     let user_data = cqe.user_data();
@@ -753,17 +765,22 @@ impl<R: Abandoned> InFlight<R> {
     /// socket nobody has written to since it was checked idle): its final CQE is counted as
     /// due, and the lean loop's next wait asks the kernel for one completion more instead of
     /// returning for that CQE alone, which would cost a loop pass and a system call.
+    ///
+    /// Only for an operation that points at no memory (a POLL_ADD): its resources are dropped
+    /// at once rather than kept until the final CQE, so a watch ended costs no allocation.
     pub(crate) fn cancel_due(self) {
         if self.done.is_some() || self.has_completed() {
             return;
         }
         let mut this = ManuallyDrop::new(self);
         // SAFETY: `this` is never dropped, so `resources` and the driver Rc are each moved out
-        // exactly once, here, and not used again.
-        let resources = unsafe { ManuallyDrop::take(&mut this.resources) };
+        // exactly once, here, and not used again. The kernel reads none of the resources (see
+        // above), so they may go before the final CQE.
+        drop(unsafe { ManuallyDrop::take(&mut this.resources) });
         // SAFETY: as above.
         let driver = unsafe { std::ptr::read(&this.driver) };
-        driver.abandon(this.key, Box::new(resources), true);
+        // A box of nothing: no allocation.
+        driver.abandon(this.key, Box::new(NoResources), true);
     }
 
     /// The key the operation was submitted under.
