@@ -312,3 +312,54 @@ fn a_stream_that_will_not_be_read_again_queues_no_read_with_its_writes() {
     assert_eq!(read_ahead, 2, "SEND and the RECV read ahead");
     assert_eq!(no_read, 1, "the SEND alone");
 }
+
+#[test]
+fn a_recently_idle_check_makes_no_system_call_and_the_full_one_runs_the_ring() {
+    let (fd, addr) = listening_socket(16);
+    let (go, wait_go) = std::sync::mpsc::channel::<()>();
+    let (sent, wait_sent) = std::sync::mpsc::channel::<()>();
+    let peer = std::thread::spawn(move || {
+        use std::io::Write;
+        let mut s = StdStream::connect(addr).unwrap();
+        wait_go.recv().unwrap();
+        s.write_all(b"unasked").unwrap();
+        sent.send(()).unwrap();
+        // Held open until the executor is done with the stream.
+        wait_go.recv().ok();
+    });
+    let (recent, recent_enters, full, full_enters) = on_thread(move || {
+        exec::block_on(async move {
+            let listener = UringBackend::adopt_listener(fd).unwrap();
+            let (mut stream, _) = listener.accept().await.unwrap();
+            // Idle in a pool: watched, and the watch is in the kernel.
+            stream.watch_idle();
+            rt::sleep(Duration::from_millis(5)).await;
+            assert!(stream.is_recently_idle_and_open());
+            // The peer sends bytes nobody asked for; the watch completes in the kernel, which
+            // (deferred task running) posts its completion only at the next io_uring_enter.
+            go.send(()).unwrap();
+            wait_sent.recv().unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            let before = uring::stats().enters;
+            let recent = stream.is_recently_idle_and_open();
+            let recent_enters = uring::stats().enters - before;
+            let before = uring::stats().enters;
+            let full = stream.is_idle_and_open();
+            let full_enters = uring::stats().enters - before;
+            drop(go);
+            drop(stream);
+            (recent, recent_enters, full, full_enters)
+        })
+        .unwrap()
+    });
+    peer.join().unwrap();
+    // The recent check answers from what was posted: no system call, and the deferred
+    // completion unseen. The full check runs the ring and sees the bytes.
+    assert_eq!(recent_enters, 0);
+    assert!(
+        recent,
+        "the deferred completion is not seen without an enter"
+    );
+    assert_eq!(full_enters, 1);
+    assert!(!full, "bytes nobody asked for: not reusable");
+}

@@ -18,6 +18,11 @@ use ringway_protocols::l4::Stream;
 
 /// Default idle connections kept per peer per core.
 pub const DEFAULT_MAX_IDLE_PER_PEER: usize = 32;
+/// Connections idle for less than this are checked with
+/// [`Stream::is_recently_idle_and_open`]: origins that close idle connections do so after
+/// seconds of idleness, and under load a connection waits for microseconds.
+const RECENTLY_IDLE: Duration = Duration::from_secs(1);
+
 /// Default time an idle upstream connection is kept.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -151,11 +156,17 @@ impl<S: Stream> Pool<S> {
         let mut map = self.idle.borrow_mut();
         let list = map.get_mut(&addr)?;
         while let Some(idle) = list.pop() {
-            if now.duration_since(idle.since) >= self.idle_timeout {
+            let idle_for = now.duration_since(idle.since);
+            if idle_for >= self.idle_timeout {
                 self.evicted.set(self.evicted.get() + 1);
                 continue;
             }
-            if !idle.stream.is_idle_and_open() {
+            let open = if idle_for < RECENTLY_IDLE {
+                idle.stream.is_recently_idle_and_open()
+            } else {
+                idle.stream.is_idle_and_open()
+            };
+            if !open {
                 self.dead.set(self.dead.get() + 1);
                 continue;
             }

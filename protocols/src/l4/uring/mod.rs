@@ -443,6 +443,18 @@ impl Stream for UringStream {
         self.no_read_ahead = true;
     }
 
+    /// Routes the completions already in the CQ (no system call), then reads the watch's
+    /// state; see the trait's documentation for what this leaves unseen.
+    fn is_recently_idle_and_open(&self) -> bool {
+        let Some(op) = &self.read_op else {
+            return super::glommio::peek_idle(self.fd.as_raw_fd());
+        };
+        if !op.has_completed() {
+            op.driver().reap();
+        }
+        !op.has_completed()
+    }
+
     /// Queues a one-shot POLL_ADD for POLLIN, which holds no memory and completes when the peer
     /// sends bytes or closes (errors and hang-ups are always reported).
     ///
