@@ -518,11 +518,20 @@ fn owned_headers_for(fields: &[httparse::Header<'_>]) -> Headers {
 /// recipient to accept bare LF; a proxy that did would disagree with stricter peers).
 ///
 /// httparse has already refused any CR not followed by LF, so the head has a bare LF exactly
-/// when it has more LF than CR. One branch-free pass that the compiler vectorizes.
+/// when it has more LF than CR. Counted 32 bytes at a time into byte-wide sums, which the
+/// compiler turns into vector compares (a fold over the whole head into `usize` sums was not
+/// vectorized: about 5 instructions per byte).
 fn check_line_endings(head: &[u8]) -> Result<(), HttpError> {
-    let (cr, lf) = head.iter().fold((0usize, 0usize), |(cr, lf), &b| {
-        (cr + usize::from(b == b'\r'), lf + usize::from(b == b'\n'))
-    });
+    let (mut cr, mut lf) = (0usize, 0usize);
+    for chunk in head.chunks(32) {
+        let (mut c, mut l) = (0u8, 0u8);
+        for &b in chunk {
+            c += u8::from(b == b'\r');
+            l += u8::from(b == b'\n');
+        }
+        cr += usize::from(c);
+        lf += usize::from(l);
+    }
     if lf != cr {
         return Err(HttpError::BareLineFeed);
     }
@@ -656,9 +665,28 @@ fn check_target<'t>(
 }
 
 /// unreserved / pct-encoded / sub-delims: the bytes of a reg-name (RFC 3986 section 3.2.2).
+/// A table: searching the punctuation list per byte was a `memchr` call per byte of every Host.
 fn is_reg_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b)
+    REG_NAME_BYTES[usize::from(b)]
 }
+
+/// [`is_reg_name_byte`] for every byte value.
+static REG_NAME_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric();
+        b += 1;
+    }
+    let punctuation = b"-._~%!$&'()*+,;=";
+    let mut i = 0;
+    while i < punctuation.len() {
+        table[punctuation[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// Splits `uri-host [ ":" port ]` (RFC 3986 section 3.2) and checks its bytes; `None` if the
 /// syntax is wrong.
@@ -1009,6 +1037,38 @@ fn field_lines_verdict(buf: &[u8]) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_reg_name_table_is_the_rfc_set() {
+        for b in 0..=255u8 {
+            let expected = b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b);
+            assert_eq!(is_reg_name_byte(b), expected, "byte {b}");
+        }
+    }
+
+    #[test]
+    fn line_endings_are_counted_across_chunk_boundaries() {
+        // Every length around the 32-byte chunks, every position of one bare LF.
+        for len in 1..100usize {
+            let crlf: Vec<u8> = (0..len)
+                .map(|i| if i % 2 == 0 { b'\r' } else { b'\n' })
+                .chain(std::iter::once(b'x'))
+                .collect();
+            let balanced = &crlf[..len - len % 2];
+            assert!(check_line_endings(balanced).is_ok(), "len {len}");
+            for at in 0..=balanced.len() {
+                let mut bare = balanced.to_vec();
+                bare.insert(at, b'\n');
+                assert_eq!(
+                    check_line_endings(&bare),
+                    Err(HttpError::BareLineFeed),
+                    "len {len}, LF at {at}"
+                );
+            }
+        }
+        assert!(check_line_endings(&[b'a'; 300]).is_ok());
+        assert!(check_line_endings(&[b'\n'; 255]).is_err());
+    }
     use HttpError::*;
 
     /// `Ok(Some(len))` complete, `Ok(None)` partial, or the error.
