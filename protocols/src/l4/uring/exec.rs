@@ -22,7 +22,7 @@
 //! another thread panics (dropping one there leaks the task's header rather than touching it).
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::io;
 use std::mem::ManuallyDrop;
@@ -33,6 +33,7 @@ use std::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 use std::time::{Duration, Instant};
 
 use super::driver;
+use super::timers::{TimerId, Timers};
 
 /// Longest sleep when nothing is in flight and no timer is set: nothing on this thread could
 /// wake the loop then, so it looks again rather than sleep forever.
@@ -63,9 +64,8 @@ struct Exec {
     /// Every live task, so the executor can drop them all when it ends.
     tasks: RefCell<Vec<Option<Rc<Task>>>>,
     free: RefCell<Vec<usize>>,
-    /// Pending timers by deadline; the id keeps equal deadlines apart.
-    timers: RefCell<BTreeMap<(Instant, u64), Waker>>,
-    next_timer_id: Cell<u64>,
+    /// Pending timers (a timing wheel, see `timers.rs`).
+    timers: RefCell<Timers>,
     tasks_run: Cell<u64>,
     /// The loop's clock, read once per pass (see [`now`]).
     now: Cell<Instant>,
@@ -268,15 +268,10 @@ impl Exec {
     fn fire_timers(&self, now: Instant) -> usize {
         let mut fired = 0;
         loop {
-            let due = {
-                let mut timers = self.timers.borrow_mut();
-                match timers.first_key_value() {
-                    Some((&(deadline, _), _)) if deadline <= now => timers.pop_first(),
-                    _ => None,
-                }
-            };
+            // The borrow ends before the wake (a waker may be this executor's own).
+            let due = self.timers.borrow_mut().pop_due(now);
             match due {
-                Some((_, w)) => {
+                Some(w) => {
                     fired += 1;
                     w.wake();
                 }
@@ -286,7 +281,7 @@ impl Exec {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
-        self.timers.borrow().first_key_value().map(|(&(d, _), _)| d)
+        self.timers.borrow_mut().next_deadline()
     }
 
     fn runnable(&self) -> bool {
@@ -314,8 +309,8 @@ impl Exec {
         }
         self.tasks.borrow_mut().clear();
         self.ready.borrow_mut().clear();
-        let timers = std::mem::take(&mut *self.timers.borrow_mut());
-        drop(timers);
+        let wakers = self.timers.borrow_mut().take_all();
+        drop(wakers);
     }
 }
 
@@ -438,16 +433,16 @@ impl<T> Future for JoinHandle<T> {
 #[derive(Debug)]
 pub struct Sleep {
     deadline: Instant,
-    /// The timer's id in the executor's map (keyed by `(deadline, id)`) while armed;
-    /// [`UNARMED`] before the first pending poll and after it fires or is disarmed.
-    id: u64,
+    /// The timer's id in the executor's wheel once armed; [`UNARMED`] before the first
+    /// pending poll and after it is disarmed (an id whose timer fired is stale, and known so).
+    id: TimerId,
 }
 
-/// [`Sleep::id`] of a timer not in the map; ids are handed out from 0 and never reach it.
-const UNARMED: u64 = u64::MAX;
+/// [`Sleep::id`] of a timer not armed (an armed timer's id never has its top bit set).
+const UNARMED: TimerId = u64::MAX;
 
-/// A timer on this thread's lean executor: a map entry while armed, removed when it fires or
-/// is dropped. No system call: the executor's wait is bounded by the earliest deadline.
+/// A timer on this thread's lean executor: an entry in its timing wheel while armed, freed
+/// when it fires or is dropped. No system call: the executor's wait is bounded by the earliest deadline.
 ///
 /// # Panics
 /// When polled with no lean executor on this thread.
@@ -471,24 +466,10 @@ impl Future for Sleep {
             return Poll::Ready(());
         }
         let mut timers = exec.timers.borrow_mut();
-        if self.id == UNARMED {
-            let id = exec.next_timer_id.get();
-            // 2^64 - 1 timers are never armed on one thread: the id never wraps to UNARMED.
-            exec.next_timer_id.set(id + 1);
-            timers.insert((self.deadline, id), cx.waker().clone());
-            drop(timers);
-            self.id = id;
-        } else {
-            match timers.get_mut(&(self.deadline, self.id)) {
-                Some(w) => {
-                    if !w.will_wake(cx.waker()) {
-                        *w = cx.waker().clone();
-                    }
-                }
-                None => {
-                    timers.insert((self.deadline, self.id), cx.waker().clone());
-                }
-            }
+        if self.id == UNARMED || !timers.update(self.id, cx.waker()) {
+            // A timer that fired is armed again should it be polled before its deadline by
+            // the loop's clock (not seen happen: the wheel never fires early).
+            self.id = timers.arm(self.deadline, exec.now.get(), cx.waker().clone());
         }
         Poll::Pending
     }
@@ -499,7 +480,8 @@ impl Sleep {
         if self.id != UNARMED {
             let id = std::mem::replace(&mut self.id, UNARMED);
             if let Some(exec) = current() {
-                let removed = exec.timers.borrow_mut().remove(&(self.deadline, id));
+                // The waker is dropped after the borrow ends.
+                let removed = exec.timers.borrow_mut().disarm(id);
                 drop(removed);
             }
         }
@@ -535,8 +517,7 @@ pub fn block_on<F: Future>(fut: F) -> io::Result<F::Output> {
         main_woken: Cell::new(true),
         tasks: RefCell::new(Vec::new()),
         free: RefCell::new(Vec::new()),
-        timers: RefCell::new(BTreeMap::new()),
-        next_timer_id: Cell::new(0),
+        timers: RefCell::new(Timers::default()),
         tasks_run: Cell::new(0),
         now: Cell::new(Instant::now()),
     });

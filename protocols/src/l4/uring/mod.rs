@@ -22,6 +22,7 @@ mod bufring;
 mod driver;
 pub mod exec;
 mod slots;
+mod timers;
 
 use std::io;
 use std::mem::ManuallyDrop;
