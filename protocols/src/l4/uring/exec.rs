@@ -442,7 +442,8 @@ pub struct Sleep {
 const UNARMED: TimerId = u64::MAX;
 
 /// A timer on this thread's lean executor: an entry in its timing wheel while armed, freed
-/// when it fires or is dropped. No system call: the executor's wait is bounded by the earliest deadline.
+/// when it fires or is dropped. No system call: the executor's wait is bounded by the earliest
+/// deadline.
 ///
 /// # Panics
 /// When polled with no lean executor on this thread.

@@ -359,8 +359,8 @@ impl Stream for UringStream {
     ///
     /// The RECV must own the bytes being sent until it completes, which on a keep-alive
     /// connection is when the next request arrives: so they are copied into an allocation of
-    /// their exact size and the caller's buffer (often a 64 KiB read buffer) is handed back at once.
-    /// Only writes of at most [`LAST_WRITE_COPY_MAX`] bytes go this way; larger ones, and writes
+    /// their exact size and the caller's buffer (often a 64 KiB read buffer) is handed back at
+    /// once. Only writes of at most [`LAST_WRITE_COPY_MAX`] bytes go this way; larger ones, and writes
     /// when a RECV is already in flight or there is no buffer ring, use [`Stream::write_all`].
     /// An idle watch ([`Stream::watch_idle`]) is cancelled first, in the same batch.
     async fn write_last<B: StableBuf>(&mut self, buf: B) -> (io::Result<()>, Option<B>) {
