@@ -173,6 +173,19 @@ impl UringStream {
         Ok(())
     }
 
+    /// The idle check of [`Stream::is_idle_and_open`] and its quicker variant: the state of the
+    /// watch or RECV in flight, once `collect` has routed what it routes (when the operation
+    /// is not known to be complete yet); with neither in flight, a non-blocking peek.
+    fn watch_says_idle(&self, collect: impl FnOnce(&driver::Driver)) -> bool {
+        let Some(op) = &self.read_op else {
+            return super::glommio::peek_idle(self.fd.as_raw_fd());
+        };
+        if !op.has_completed() {
+            collect(op.driver());
+        }
+        !op.has_completed()
+    }
+
     /// Ends the idle watch before the stream is used. One still waiting is cancelled with its
     /// completion counted as due: it comes within the next `io_uring_enter`, which then still
     /// waits for the exchange's own completion. (Left to complete with the reply instead, its
@@ -431,13 +444,11 @@ impl Stream for UringStream {
     /// driver would otherwise make a moment later) rather than a peek. With neither in flight
     /// a non-blocking `recv(MSG_PEEK)` decides.
     fn is_idle_and_open(&self) -> bool {
-        let Some(op) = &self.read_op else {
-            return super::glommio::peek_idle(self.fd.as_raw_fd());
-        };
-        if !op.has_completed() && op.driver().may_have_unreaped_completions() {
-            op.driver().turn();
-        }
-        !op.has_completed()
+        self.watch_says_idle(|driver| {
+            if driver.may_have_unreaped_completions() {
+                driver.turn();
+            }
+        })
     }
 
     fn no_more_reads(&mut self) {
@@ -447,13 +458,9 @@ impl Stream for UringStream {
     /// Routes the completions already in the CQ (no system call), then reads the watch's
     /// state; see the trait's documentation for what this leaves unseen.
     fn is_recently_idle_and_open(&self) -> bool {
-        let Some(op) = &self.read_op else {
-            return super::glommio::peek_idle(self.fd.as_raw_fd());
-        };
-        if !op.has_completed() {
-            op.driver().reap();
-        }
-        !op.has_completed()
+        self.watch_says_idle(|driver| {
+            driver.reap();
+        })
     }
 
     /// Queues a one-shot POLL_ADD for POLLIN, which holds no memory and completes when the peer
