@@ -156,24 +156,33 @@ impl<S: Stream> Pool<S> {
         let mut map = self.idle.borrow_mut();
         let list = map.get_mut(&addr)?;
         while let Some(idle) = list.pop() {
-            let idle_for = now.duration_since(idle.since);
-            if idle_for >= self.idle_timeout {
-                self.evicted.set(self.evicted.get() + 1);
-                continue;
+            if self.usable(&idle, now, true) {
+                self.reused.set(self.reused.get() + 1);
+                return Some(idle.stream);
             }
-            let open = if idle_for < RECENTLY_IDLE {
-                idle.stream.is_recently_idle_and_open()
-            } else {
-                idle.stream.is_idle_and_open()
-            };
-            if !open {
-                self.dead.set(self.dead.get() + 1);
-                continue;
-            }
-            self.reused.set(self.reused.get() + 1);
-            return Some(idle.stream);
         }
         None
+    }
+
+    /// Whether an idle connection can carry another exchange at `now`; one that cannot is
+    /// counted as evicted (idle too long) or dead (the peer closed it or sent bytes). With
+    /// `quick`, a connection idle under [`RECENTLY_IDLE`] is checked with
+    /// [`Stream::is_recently_idle_and_open`].
+    fn usable(&self, idle: &Idle<S>, now: Instant, quick: bool) -> bool {
+        let idle_for = now.duration_since(idle.since);
+        if idle_for >= self.idle_timeout {
+            self.evicted.set(self.evicted.get() + 1);
+            return false;
+        }
+        let open = if quick && idle_for < RECENTLY_IDLE {
+            idle.stream.is_recently_idle_and_open()
+        } else {
+            idle.stream.is_idle_and_open()
+        };
+        if !open {
+            self.dead.set(self.dead.get() + 1);
+        }
+        open
     }
 
     /// Returns a connection whose exchange ended cleanly. Over the per-peer bound the oldest
@@ -198,24 +207,10 @@ impl<S: Stream> Pool<S> {
     /// Closes idle connections older than the idle timeout, and those the peer closed (or sent
     /// bytes on).
     pub fn sweep(&self, now: Instant) {
-        let (mut evicted, mut dead) = (0, 0);
-        let mut map = self.idle.borrow_mut();
-        map.retain(|_, list| {
-            list.retain(|i| {
-                if now.duration_since(i.since) >= self.idle_timeout {
-                    evicted += 1;
-                    return false;
-                }
-                if !i.stream.is_idle_and_open() {
-                    dead += 1;
-                    return false;
-                }
-                true
-            });
+        self.idle.borrow_mut().retain(|_, list| {
+            list.retain(|i| self.usable(i, now, false));
             !list.is_empty()
         });
-        self.evicted.set(self.evicted.get() + evicted);
-        self.dead.set(self.dead.get() + dead);
     }
 
     /// Closes every idle connection (shutdown).
