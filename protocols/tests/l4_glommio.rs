@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use glommio::LocalExecutorBuilder;
 use ringway_protocols::l4::glommio::GlommioBackend;
-use ringway_protocols::l4::{pool_stats, Backend, Listener, Stream};
+use ringway_protocols::l4::{pool_stats, read_at_least, Backend, Listener, Stream};
 
 fn listening_socket() -> (OwnedFd, SocketAddr) {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -88,9 +88,7 @@ fn connect_eof_and_idle_probe() {
             let (res, _) = s.write_all(&b"pin"[..]).await;
             res.unwrap();
             let mut got = Vec::new();
-            while got.len() < 4 {
-                got.extend_from_slice(&s.read().await.unwrap().unwrap());
-            }
+            read_at_least(&mut s, &mut got, 4).await.unwrap();
             assert_eq!(got, b"pong");
             assert!(
                 s.read().await.unwrap().is_none(),

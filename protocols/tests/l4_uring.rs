@@ -13,7 +13,7 @@ use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use ringway_protocols::l4::uring::UringBackend;
-use ringway_protocols::l4::{pool_stats, Backend, Listener, Stream};
+use ringway_protocols::l4::{pool_stats, read_at_least, Backend, Listener, Stream};
 
 /// CPU time this thread has used.
 fn thread_cpu() -> Duration {
@@ -93,9 +93,7 @@ fn connect_eof_and_idle_probe() {
         let (res, _) = s.write_all(&b"pin"[..]).await;
         res.unwrap();
         let mut got = Vec::new();
-        while got.len() < 4 {
-            got.extend_from_slice(&s.read().await.unwrap().unwrap());
-        }
+        read_at_least(&mut s, &mut got, 4).await.unwrap();
         assert_eq!(got, b"pong");
         assert!(
             s.read().await.unwrap().is_none(),

@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use ringway_protocols::l4::uring::{self, exec, UringBackend};
-use ringway_protocols::l4::{Backend, Listener, Stream};
+use ringway_protocols::l4::{read_at_least, Backend, Listener, Stream};
 use ringway_protocols::rt;
 
 /// Runs `f` on a fresh thread inside the lean executor.
@@ -203,9 +203,7 @@ fn an_exchange_on_a_watched_stream_costs_one_wait() {
                 let before = uring::stats();
                 stream.write_last(&b"ping"[..]).await.0.unwrap();
                 let mut got = Vec::new();
-                while got.len() < 4 {
-                    got.extend_from_slice(&stream.read().await.unwrap().unwrap());
-                }
+                read_at_least(&mut stream, &mut got, 4).await.unwrap();
                 assert_eq!(got, b"pong");
                 let after = uring::stats();
                 enters += after.enters - before.enters;

@@ -20,7 +20,9 @@ use std::time::Duration;
 use futures_lite::future;
 use glommio::timer::sleep;
 use ringway_protocols::l4::uring::{self, UringBackend};
-use ringway_protocols::l4::{pool_stats, Backend, LastWriteFailed, Listener, StableBuf, Stream};
+use ringway_protocols::l4::{
+    pool_stats, read_at_least, Backend, LastWriteFailed, Listener, StableBuf, Stream,
+};
 
 /// The tests count process-wide descriptors: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -145,9 +147,7 @@ fn a_watched_idle_stream_answers_liveness_from_its_watch_and_ends_it_when_used()
         let before = uring::stats();
         stream.write_last(&b"ping"[..]).await.0.unwrap();
         let mut got = Vec::new();
-        while got.len() < 4 {
-            got.extend_from_slice(&stream.read().await.unwrap().unwrap());
-        }
+        read_at_least(&mut stream, &mut got, 4).await.unwrap();
         assert_eq!(got, b"pong");
         let after = uring::stats();
         assert_eq!(after.cancels - before.cancels, 1, "the watch was cancelled");
