@@ -73,12 +73,47 @@ async fn settle() {
 }
 
 /// `fut` if it finishes within `dur`; otherwise it is dropped mid-flight and `None` returned.
+/// The deadline is polled first: a `fut` that was never woken is not polled by the deadline's
+/// wake-up and so cannot finish on it.
 async fn within<T>(dur: Duration, fut: impl Future<Output = T>) -> Option<T> {
-    future::or(async { Some(fut.await) }, async {
-        sleep(dur).await;
-        None
-    })
+    future::or(
+        async {
+            sleep(dur).await;
+            None
+        },
+        async { Some(fut.await) },
+    )
     .await
+}
+
+/// Sends from `fd` behind the ring's back until the kernel takes no more, also once the bytes
+/// sent so far have reached a peer that does not read (its window closed); returns how many.
+async fn fill_send_buffer(fd: std::os::fd::RawFd) -> usize {
+    let chunk = vec![7u8; 64 << 10];
+    let mut filled = 0;
+    loop {
+        let mut round = 0;
+        loop {
+            // SAFETY: a non-blocking send from a live buffer on a socket the caller owns.
+            let n = unsafe {
+                libc::send(
+                    fd,
+                    chunk.as_ptr().cast(),
+                    chunk.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n <= 0 {
+                break;
+            }
+            round += n as usize;
+        }
+        filled += round;
+        if round == 0 {
+            return filled;
+        }
+        sleep(Duration::from_millis(10)).await;
+    }
 }
 
 #[test]
@@ -119,7 +154,7 @@ fn a_read_dropped_mid_flight_loses_no_bytes() {
 }
 
 #[test]
-fn a_watched_idle_stream_answers_liveness_from_its_watch_and_ends_it_when_used() {
+fn a_watched_idle_stream_answers_liveness_from_its_watch_and_reads_the_reply_with_it() {
     let _serial = serial();
     let (fd, addr) = listening_socket(16);
     let mut peer = StdStream::connect(addr).unwrap();
@@ -135,27 +170,28 @@ fn a_watched_idle_stream_answers_liveness_from_its_watch_and_ends_it_when_used()
         let listener = UringBackend::adopt_listener(fd).unwrap();
         let (mut stream, _) = listener.accept().await.unwrap();
         let pool_before = pool_stats().in_use;
-        // 1. The stream goes idle in a pool: a POLL_ADD (POLLIN) watches it, holding nothing.
+        // 1. The stream goes idle in a pool: a RECV watches it, waiting for readiness first and
+        //    holding no buffer (the kernel picks one from the ring when bytes arrive).
         stream.watch_idle();
         sleep(Duration::from_millis(20)).await;
         assert_eq!(uring::stats().in_flight, 1);
         assert_eq!(pool_stats().in_use, pool_before);
         // 2. Liveness comes from the watch's state: still waiting, nothing flagged, so idle.
         assert!(stream.is_idle_and_open());
-        // 3. The next exchange cancels the watch, in the same batch as the request's SEND
-        //    linked to the reply's RECV.
+        // 3. The next exchange sends its request alone; the watch is the RECV of the reply.
         let before = uring::stats();
         stream.write_last(&b"ping"[..]).await.0.unwrap();
         let mut got = Vec::new();
         read_at_least(&mut stream, &mut got, 4).await.unwrap();
         assert_eq!(got, b"pong");
         let after = uring::stats();
-        assert_eq!(after.cancels - before.cancels, 1, "the watch was cancelled");
+        assert_eq!(after.cancels - before.cancels, 0, "nothing cancelled");
+        assert_eq!(after.submitted - before.submitted, 1, "the SEND alone");
         assert_eq!(after.in_flight, 0, "nothing left in flight");
         assert_eq!(
             after.completions - before.completions,
             2,
-            "the watch's and the RECV's; none for the SEND"
+            "the SEND's and the RECV's"
         );
         // 4. Idle again and watched; the peer then closes: the watch completes and the stream is
         //    no longer reusable; a read sees EOF.
@@ -628,4 +664,122 @@ fn a_last_write_that_fails_is_reported_by_the_next_read() {
         assert_eq!(pool_stats().in_use, 0);
         drop(listener);
     });
+}
+
+#[test]
+fn a_last_write_behind_a_watch_waits_for_its_send_and_reports_its_failure() {
+    let _serial = serial();
+    let (fd, addr) = listening_socket(16);
+    let peer = StdStream::connect(addr).unwrap();
+    run_bounded(Duration::from_secs(10), move || async move {
+        let listener = UringBackend::adopt_listener(fd).unwrap();
+        let (mut stream, _) = listener.accept().await.unwrap();
+        // 1. Idle and watched: the RECV of the next reply waits in the kernel.
+        stream.watch_idle();
+        sleep(Duration::from_millis(20)).await;
+        // 2. The peer resets the connection (SO_LINGER 0, then close).
+        socket2::SockRef::from(&peer)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(peer);
+        sleep(Duration::from_millis(20)).await;
+        // 3. The request goes out alone behind the waiting RECV, and fails. The read after it
+        //    reports the SEND's failure, not whatever the RECV got.
+        stream.write_last(vec![1u8; 512]).await.0.unwrap();
+        let err = stream.read().await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err:?}");
+        assert!(LastWriteFailed::is(&err), "{err:?}");
+        drop(stream);
+        settle().await;
+        assert_eq!(pool_stats().in_use, 0);
+        drop(listener);
+    });
+}
+
+#[test]
+fn a_stream_dropped_while_its_last_write_behind_a_watch_is_stuck_cancels_it() {
+    let _serial = serial();
+    let (fd, addr) = listening_socket(16);
+    // A peer that never reads.
+    let peer = StdStream::connect(addr).unwrap();
+    run_bounded(Duration::from_secs(10), move || async move {
+        let listener = UringBackend::adopt_listener(fd).unwrap();
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let fds_with_stream = open_fds();
+        // 1. Idle and watched: the RECV of the next reply waits in the kernel.
+        stream.watch_idle();
+        // 2. Fill the socket's buffers behind the ring's back, until the kernel takes no more.
+        fill_send_buffer(stream.as_raw_fd()).await;
+        // 3. The last write, unlinked behind the RECV, now stalls for buffer space, and so
+        //    does the read waiting for it.
+        stream.write_last(vec![1u8; 512]).await.0.unwrap();
+        assert!(within(Duration::from_millis(50), stream.read())
+            .await
+            .is_none());
+        assert_eq!(uring::stats().in_flight, 2, "the SEND and the RECV");
+        assert!(!stream.is_idle_and_open(), "mid-exchange");
+        // 4. Dropping the stream cancels both; the SEND's final completion frees the copied
+        //    bytes, and the socket closes.
+        drop(stream);
+        settle().await;
+        assert_eq!(
+            fds_settle_at(fds_with_stream - 1).await,
+            fds_with_stream - 1
+        );
+        assert_eq!(pool_stats().in_use, 0);
+        drop(listener);
+    });
+    drop(peer);
+}
+
+#[test]
+fn a_reply_that_arrives_before_its_request_is_sent_is_read_once_the_send_completes() {
+    let _serial = serial();
+    let (fd, addr) = listening_socket(16);
+    let (go, wait_go) = std::sync::mpsc::channel::<()>();
+    let (sent, wait_sent) = std::sync::mpsc::channel::<()>();
+    let peer_thread = std::thread::spawn(move || {
+        let mut peer = StdStream::connect(addr).unwrap();
+        wait_go.recv().unwrap();
+        // An early reply, before the request is read.
+        peer.write_all(b"early").unwrap();
+        sent.send(()).unwrap();
+        wait_go.recv().unwrap();
+        // Then read everything: the stream's filler and its request.
+        let mut all = Vec::new();
+        peer.read_to_end(&mut all).unwrap();
+        all.len()
+    });
+    let (tell_filled, filled) = std::sync::mpsc::channel::<usize>();
+    run_bounded(Duration::from_secs(10), move || async move {
+        let listener = UringBackend::adopt_listener(fd).unwrap();
+        let (mut stream, _) = listener.accept().await.unwrap();
+        // 1. Idle and watched; the peer replies early, and the RECV completes.
+        stream.watch_idle();
+        go.send(()).unwrap();
+        wait_sent.recv().unwrap();
+        sleep(Duration::from_millis(20)).await;
+        // 2. The socket's send buffers filled behind the ring's back: the request stalls for
+        //    buffer space, and the read waits for it although its RECV is done.
+        let filled = fill_send_buffer(stream.as_raw_fd()).await;
+        stream.write_last(vec![1u8; 512]).await.0.unwrap();
+        assert!(within(Duration::from_millis(50), stream.read())
+            .await
+            .is_none());
+        assert_eq!(uring::stats().in_flight, 1, "the SEND");
+        // 3. The peer reads; the SEND completes, which must wake the read although it
+        //    succeeded, and the read returns the early reply.
+        go.send(()).unwrap();
+        let got = within(Duration::from_secs(5), stream.read())
+            .await
+            .expect("the read was not woken by the SEND's completion")
+            .unwrap()
+            .unwrap();
+        assert_eq!(&got[..], b"early");
+        drop(stream);
+        settle().await;
+        drop(listener);
+        tell_filled.send(filled).unwrap();
+    });
+    assert_eq!(peer_thread.join().unwrap(), filled.recv().unwrap() + 512);
 }

@@ -54,13 +54,30 @@ pub(crate) trait Abandoned: 'static {
 type LateCompletion = (Box<dyn Abandoned>, i32, u32);
 
 /// What an abandoned operation that points at no memory leaves in its slot.
-struct NoResources;
+pub(crate) struct NoResources;
 
 impl Abandoned for NoResources {}
 
+/// Bytes a slot owned for its operation ([`Driver::submit_send_keeping`]), with the resources of
+/// the future that abandoned it.
+struct KeptBytes(#[allow(dead_code)] Box<[u8]>, Box<dyn Abandoned>);
+
+impl Abandoned for KeptBytes {
+    fn late_completion(self: Box<Self>, res: i32) {
+        self.1.late_completion(res);
+    }
+}
+
 enum OpState {
-    /// Submitted (or queued); the future's waker, once it has polled.
-    Waiting(Option<Waker>),
+    /// Submitted (or queued); the future's waker, once it has polled. A completion whose
+    /// result is `quiet_on` wakes nobody (a SEND that sent everything, which its task collects
+    /// with the reply that follows). `keep` is memory the slot itself owns for the kernel (see
+    /// [`Driver::submit_send_keeping`]), released with the completion.
+    Waiting {
+        waker: Option<Waker>,
+        quiet_on: Option<i32>,
+        keep: Option<Box<[u8]>>,
+    },
     /// The CQE arrived; the future has not collected it yet.
     Done { res: i32, flags: u32 },
     /// The future was dropped; the slot keeps its resources until the final CQE.
@@ -94,6 +111,10 @@ struct Notes {
     /// `io_uring_enter` and wakes nobody (see [`InFlight::cancel_due`]): the lean loop's wait
     /// asks for that many completions more.
     due: Vec<Key>,
+    /// Operations queued and not yet submitted whose completion is expected as they are
+    /// submitted (see [`Driver::submit_send_keeping`]): the wait asks for that many completions
+    /// more. Zeroed by every submission, whatever became of them.
+    queued_due: usize,
 }
 
 /// One core's ring, its operations and its counters.
@@ -278,6 +299,35 @@ impl Driver {
         }
     }
 
+    /// Queues a SEND of the bytes of `keep`, which the slot owns until the final completion
+    /// (the caller keeps only the key: see [`Driver::poll_op`] and [`Driver::abandon`]).
+    ///
+    /// Its completion is expected within the `io_uring_enter` that submits it (a small send
+    /// into a socket with buffer space): the lean loop's next wait asks the kernel for one
+    /// completion more than it would, rather than return with this one alone and enter again
+    /// for the completion the task waits for. If it does not complete then, that wait lasts
+    /// at most [`DUE_WAIT_CAP`], once.
+    ///
+    /// # Safety
+    /// `entry` must point into `keep` and at nothing else.
+    pub(crate) unsafe fn submit_send_keeping(
+        &self,
+        entry: squeue::Entry,
+        keep: Box<[u8]>,
+    ) -> io::Result<Key> {
+        let mut entries = [entry];
+        // SAFETY: the entry points into `keep`, which moves into the slot below (a boxed
+        // slice's bytes do not move with it) before anything reaches the kernel, and stays
+        // there until the final completion (or is leaked with the ring).
+        let key = unsafe { self.submit(&mut entries) }?;
+        let mut inner = self.inner.borrow_mut();
+        if let Some(OpState::Waiting { keep: slot, .. }) = inner.slots.get_mut(key) {
+            *slot = Some(keep);
+        }
+        inner.notes.queued_due += 1;
+        Ok(key)
+    }
+
     /// Queues a SEND hard-linked to the operation after it (`entries[1]`, usually a RECV), which
     /// the returned key names. The SEND carries `CQE_SKIP_SUCCESS`: it posts a CQE only when it
     /// fails or comes up short (with `MSG_WAITALL`, a short send is a failure), tagged so that
@@ -314,7 +364,11 @@ impl Driver {
         let mut inner = self.inner.borrow_mut();
         let key = inner
             .slots
-            .insert(OpState::Waiting(None))
+            .insert(OpState::Waiting {
+                waker: None,
+                quiet_on: None,
+                keep: None,
+            })
             .map_err(|_| io::Error::other("io_uring: out of operation slots"))?;
         label(key, entries);
         // SAFETY: forwarded from the caller's contract.
@@ -362,8 +416,14 @@ impl Driver {
     }
 
     /// Polls the operation named by `key`: its `(res, flags)` once the CQE has arrived, which
-    /// also frees the slot.
-    fn poll_op(&self, key: Key, cx: &mut Context<'_>) -> Poll<(i32, u32)> {
+    /// also frees the slot. Until then, a completion with the result `quiet_on` will not wake
+    /// the task.
+    pub(crate) fn poll_op(
+        &self,
+        key: Key,
+        cx: &mut Context<'_>,
+        quiet: Option<i32>,
+    ) -> Poll<(i32, u32)> {
         let mut inner = self.inner.borrow_mut();
         // A replaced waker is dropped only after the borrow ends: dropping the last reference
         // to a task may drop its future, whose InFlight would re-enter the driver.
@@ -374,7 +434,10 @@ impl Driver {
                 inner.slots.remove(key);
                 Poll::Ready(out)
             }
-            Some(OpState::Waiting(waker)) => {
+            Some(OpState::Waiting {
+                waker, quiet_on, ..
+            }) => {
+                *quiet_on = quiet;
                 match waker {
                     Some(w) if w.will_wake(cx.waker()) => {}
                     _ => replaced = waker.replace(cx.waker().clone()),
@@ -403,7 +466,7 @@ impl Driver {
     /// A due operation is a POLL_ADD, cancelled with POLL_REMOVE: the kernel finds it in the
     /// ring's poll table at once, where ASYNC_CANCEL first searches the io-wq queues (about 1%
     /// of the proxy core went to that search and its locks, one watch per request).
-    fn abandon(&self, key: Key, resources: Box<dyn Abandoned>, due: bool) {
+    pub(crate) fn abandon(&self, key: Key, resources: Box<dyn Abandoned>, due: bool) {
         let mut inner = self.inner.borrow_mut();
         let state = match inner.slots.get_mut(key) {
             Some(state) => state,
@@ -414,7 +477,13 @@ impl Driver {
             }
         };
         match state {
-            OpState::Waiting(_) => {
+            OpState::Waiting { keep, .. } => {
+                // Memory the slot owns stays with it (boxed again: only a stream dropped with
+                // such a SEND still in flight gets here).
+                let resources = match keep.take() {
+                    Some(bytes) => Box::new(KeptBytes(bytes, resources)),
+                    None => resources,
+                };
                 // The old state's waker is dropped after the borrow ends (see `poll_op`).
                 let old = std::mem::replace(state, OpState::Abandoned(resources));
                 inner.stats.cancels += 1;
@@ -471,6 +540,7 @@ impl Driver {
                 // GETEVENTS runs the deferred completions; the crate adds it when TASKRUN or
                 // overflow is flagged, and completions of the SQEs issued inline are posted
                 // during the submit itself.
+                inner.notes.queued_due = 0;
                 match inner.ring.submitter().submit_and_wait(0) {
                     Ok(n) => submitted = n,
                     Err(e) => match e.raw_os_error() {
@@ -521,7 +591,7 @@ impl Driver {
             if inner.ring.completion().is_empty() {
                 inner.stats.enters += 1;
                 inner.stats.parks += 1;
-                let due = inner.notes.due.len();
+                let due = inner.notes.due.len() + std::mem::take(&mut inner.notes.queued_due);
                 let timeout = if due > 0 {
                     timeout.min(DUE_WAIT_CAP)
                 } else {
@@ -686,12 +756,18 @@ fn dispatch(
     let key = Key::from_user_data(user_data);
     let (res, flags) = (cqe.result(), cqe.flags());
     match slots.get_mut(key) {
-        Some(state @ OpState::Waiting(_)) => {
+        Some(state @ OpState::Waiting { .. }) => {
             *in_kernel = in_kernel.saturating_sub(1);
-            if let OpState::Waiting(Some(w)) =
-                std::mem::replace(state, OpState::Done { res, flags })
+            // The bytes the slot kept for the kernel, if any, are released here.
+            if let OpState::Waiting {
+                waker: Some(w),
+                quiet_on,
+                ..
+            } = std::mem::replace(state, OpState::Done { res, flags })
             {
-                wake.push(w);
+                if quiet_on != Some(res) {
+                    wake.push(w);
+                }
             }
         }
         Some(OpState::Abandoned(_)) => {
@@ -723,6 +799,7 @@ unsafe fn push_all(inner: &mut Inner, entries: &mut [squeue::Entry]) -> io::Resu
         }
         if attempt == 0 {
             inner.stats.enters += 1;
+            inner.notes.queued_due = 0;
             let n = inner.ring.submitter().submit()?;
             inner.stats.submitted += n as u64;
         }
@@ -758,7 +835,7 @@ impl<R: Abandoned> InFlight<R> {
         if let Some(done) = self.done {
             return Poll::Ready(done);
         }
-        let done = std::task::ready!(self.driver.poll_op(self.key, cx));
+        let done = std::task::ready!(self.driver.poll_op(self.key, cx, None));
         self.done = Some(done);
         Poll::Ready(done)
     }
@@ -1034,8 +1111,12 @@ impl Drop for Driver {
         // Whatever is still in flight may yet be touched by the kernel: leak it rather than
         // free memory under a live operation. Closing the ring then cancels it for good.
         for state in self.inner.get_mut().slots.drain() {
-            if let OpState::Abandoned(resources) = state {
-                std::mem::forget(resources);
+            match state {
+                OpState::Abandoned(resources) => std::mem::forget(resources),
+                OpState::Waiting {
+                    keep: Some(bytes), ..
+                } => std::mem::forget(bytes),
+                _ => {}
             }
         }
     }

@@ -36,8 +36,8 @@ use futures_lite::future::poll_fn;
 
 use io_uring::{opcode, squeue, types};
 
-use self::driver::{Abandoned, InFlight};
-use self::slots::IGNORED_USER_DATA;
+use self::driver::{Abandoned, InFlight, NoResources};
+use self::slots::{Key, IGNORED_USER_DATA};
 use super::buf::{IoBuf, READ_BUF_SIZE};
 use super::{Backend, LastWriteFailed, Listener, StableBuf, Stream};
 
@@ -55,6 +55,11 @@ pub const LAST_WRITE_COPY_MAX: usize = 1024;
 
 /// Flags of every SEND: no SIGPIPE when the peer has gone.
 const SEND_FLAGS: i32 = libc::MSG_NOSIGNAL;
+
+/// `IORING_RECVSEND_POLL_FIRST` (`include/uapi/linux/io_uring.h`, Linux 5.19), in a RECV's
+/// `ioprio`: arm the readiness poll before trying to receive. The `io-uring` crate keeps its
+/// copy of the constant private.
+const RECVSEND_POLL_FIRST: u16 = 1;
 
 /// The io_uring completion backend.
 ///
@@ -112,8 +117,9 @@ enum RecvKeep {
     /// ended, whatever its outcome; a failed SEND is reported separately, see
     /// `Driver::submit_send_then_recv`).
     RingAfterSend(#[allow(dead_code)] Box<[u8]>),
-    /// Not a RECV: the POLL_ADD (POLLIN) of [`Stream::watch_idle`], which completes when the
-    /// peer sends bytes or closes, and holds nothing while it waits.
+    /// Not a RECV: the POLL_ADD (POLLIN) of [`Stream::watch_idle`] on a core without a
+    /// provided-buffer ring, which completes when the peer sends bytes or closes, and holds
+    /// nothing while it waits.
     Watch,
 }
 
@@ -126,6 +132,11 @@ pub struct UringStream {
     read_op: Option<InFlight<RecvKeep>>,
     /// `read_op` is linked behind a SEND from [`Stream::write_last`] that reports only failure.
     linked_send: bool,
+    /// The SEND of a [`Stream::write_last`] queued while a RECV was already waiting (the RECV
+    /// of an idle watch), and its length: not linked, so it posts its own completion. Its slot
+    /// owns the copy of the bytes (the stream stays small: it moves in and out of the pool at
+    /// every request). The next `read` waits for it and reports its failure.
+    unlinked_send: Option<(Key, u32)>,
     /// No read follows ([`Stream::no_more_reads`]): writes queue no RECV ahead.
     no_read_ahead: bool,
     /// Closed by `Drop` through the ring (IORING_OP_CLOSE), or with close(2) when this thread
@@ -139,6 +150,7 @@ impl UringStream {
         UringStream {
             read_op: None,
             linked_send: false,
+            unlinked_send: None,
             no_read_ahead: false,
             fd: ManuallyDrop::new(fd),
             peer,
@@ -146,13 +158,22 @@ impl UringStream {
     }
 
     /// Queues a RECV and keeps it in the stream: with the kernel picking the buffer from the
-    /// ring when `from_ring` and the ring exists, else into a buffer from the pool.
-    fn arm_read(&mut self, driver: Rc<driver::Driver>, from_ring: bool) -> io::Result<()> {
+    /// ring when `from_ring` and the ring exists, else into a buffer from the pool. With
+    /// `poll_first` (a ring RECV only), the kernel waits for readiness before its first attempt,
+    /// for a read that cannot find bytes yet.
+    fn arm_read(
+        &mut self,
+        driver: Rc<driver::Driver>,
+        from_ring: bool,
+        poll_first: bool,
+    ) -> io::Result<()> {
         let fd = types::Fd(self.fd.as_raw_fd());
         if from_ring && driver.has_buf_ring() {
+            let ioprio = if poll_first { RECVSEND_POLL_FIRST } else { 0 };
             let mut sqe = [
                 opcode::Recv::new(fd, std::ptr::null_mut(), READ_BUF_SIZE as u32)
                     .buf_group(bufring::BUF_GROUP)
+                    .ioprio(ioprio)
                     .build()
                     .flags(squeue::Flags::BUFFER_SELECT),
             ];
@@ -177,6 +198,10 @@ impl UringStream {
     /// watch or RECV in flight, once `collect` has routed what it routes (when the operation
     /// is not known to be complete yet); with neither in flight, a non-blocking peek.
     fn watch_says_idle(&self, collect: impl FnOnce(&driver::Driver)) -> bool {
+        if self.linked_send || self.unlinked_send.is_some() {
+            // Mid-exchange: a request is on its way.
+            return false;
+        }
         let Some(op) = &self.read_op else {
             return super::glommio::peek_idle(self.fd.as_raw_fd());
         };
@@ -184,6 +209,45 @@ impl UringStream {
             collect(op.driver());
         }
         !op.has_completed()
+    }
+
+    /// Waits for the SEND of a [`Stream::write_last`] that went unlinked, if any, and reports
+    /// its failure.
+    async fn finish_unlinked_send(&mut self) -> io::Result<()> {
+        if self.unlinked_send.is_none() {
+            return Ok(());
+        }
+        poll_fn(|cx| {
+            let Self {
+                read_op,
+                unlinked_send,
+                ..
+            } = self;
+            poll_unlinked_send(unlinked_send, read_op.as_ref(), cx, false)
+        })
+        .await
+    }
+
+    /// Ready when the next `read` can collect: the RECV has completed and so has an unlinked
+    /// SEND before it, or that SEND failed (its RECV may then wait for a reply that will not
+    /// come). Registers the waker with both; while the RECV waits, the SEND's success wakes
+    /// nobody, since the reply follows it (a wake for it alone would poll the whole exchange
+    /// once more per request). Cancel-safe: what completed stays with the stream.
+    fn poll_exchange(&mut self, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
+        let recv_done = match self.read_op.as_mut() {
+            Some(op) => op.poll_done(cx).is_ready(),
+            None => true,
+        };
+        let Self {
+            read_op,
+            unlinked_send,
+            ..
+        } = self;
+        match poll_unlinked_send(unlinked_send, read_op.as_ref(), cx, !recv_done) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Ready(Ok(())) if recv_done => Poll::Ready(Ok(())),
+            _ => Poll::Pending,
+        }
     }
 
     /// Ends the idle watch before the stream is used. One still waiting is cancelled with its
@@ -218,6 +282,11 @@ impl Drop for UringStream {
             }
             // SAFETY: shutdown(2) on the socket this stream still owns.
             unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+        if let (Some((key, _)), Some(op)) = (self.unlinked_send.take(), &self.read_op) {
+            // Cancelled unless complete; its slot keeps the bytes until the final completion.
+            // A SEND still queued goes to the kernel ahead of its cancellation, in one batch.
+            op.driver().abandon(key, Box::new(NoResources), false);
         }
         drop(self.read_op.take());
         // SAFETY: `fd` is taken exactly once, here, and not used afterwards.
@@ -262,13 +331,9 @@ impl Stream for UringStream {
         let mut from_ring = true;
         loop {
             if self.read_op.is_none() {
-                self.arm_read(driver.clone(), from_ring)?;
+                self.arm_read(driver.clone(), from_ring, false)?;
             }
-            poll_fn(|cx| match self.read_op.as_mut() {
-                Some(op) => op.poll_done(cx).map(|_| ()),
-                None => Poll::Ready(()),
-            })
-            .await;
+            poll_fn(|cx| self.poll_exchange(cx)).await?;
             let key = self.read_op.as_ref().map(InFlight::key);
             let (res, flags, keep) = self
                 .read_op
@@ -280,7 +345,7 @@ impl Stream for UringStream {
             if linked && key.is_some_and(|k| driver.take_send_failure(k)) {
                 // The write before this read failed or came up short: whatever the read got,
                 // the peer did not get the whole message.
-                return Err(io::Error::new(io::ErrorKind::BrokenPipe, LastWriteFailed));
+                return Err(last_write_failed());
             }
             return match (res, keep) {
                 (_, RecvKeep::Watch) => Err(io::Error::other("io_uring: read found a watch")),
@@ -321,6 +386,9 @@ impl Stream for UringStream {
             // Its bytes could overtake the linked SEND still in progress.
             return (Err(write_after_write_last()), buf);
         }
+        if let Err(e) = self.finish_unlinked_send().await {
+            return (Err(e), buf);
+        }
         let driver = match driver::current() {
             Ok(d) => d,
             Err(e) => return (Err(e), buf),
@@ -344,7 +412,8 @@ impl Stream for UringStream {
             };
             if READ_AHEAD && !self.no_read_ahead && self.read_op.is_none() {
                 // Best effort: on failure the next `read` queues its RECV itself.
-                let _ = self.arm_read(driver.clone(), true);
+                // The peer answers what is being sent: nothing to read before it has it.
+                let _ = self.arm_read(driver.clone(), true, true);
             }
             let (res, _, Keep(back)) = InFlight::new(driver.clone(), key, Keep(buf))
                 .complete()
@@ -373,9 +442,14 @@ impl Stream for UringStream {
     /// The RECV must own the bytes being sent until it completes, which on a keep-alive
     /// connection is when the next request arrives: so they are copied into an allocation of
     /// their exact size and the caller's buffer (often a 64 KiB read buffer) is handed back at
-    /// once. Only writes of at most [`LAST_WRITE_COPY_MAX`] bytes go this way; larger ones, and writes
-    /// when a RECV is already in flight or there is no buffer ring, use [`Stream::write_all`].
-    /// An idle watch ([`Stream::watch_idle`]) is cancelled first, in the same batch.
+    /// once. Only writes of at most [`LAST_WRITE_COPY_MAX`] bytes go this way; larger ones, and
+    /// writes when there is no buffer ring, use [`Stream::write_all`].
+    ///
+    /// When a RECV already waits (the idle watch of [`Stream::watch_idle`], or a read ahead),
+    /// the SEND goes alone, without CQE_SKIP_SUCCESS: nothing after it would prove it done, so
+    /// it posts its own completion and owns the copy until then. The next `read` waits for both
+    /// and reports the SEND's failure as above. A POLL_ADD watch is cancelled first, in the same
+    /// batch.
     async fn write_last<B: StableBuf>(&mut self, buf: B) -> (io::Result<()>, Option<B>) {
         let len = buf.bytes().len();
         if len == 0 {
@@ -386,8 +460,8 @@ impl Stream for UringStream {
             Err(e) => return (Err(e), Some(buf)),
         };
         self.end_watch();
-        if self.read_op.is_some()
-            || self.linked_send
+        if self.linked_send
+            || self.unlinked_send.is_some()
             || !driver.has_buf_ring()
             || len > LAST_WRITE_COPY_MAX
         {
@@ -397,13 +471,34 @@ impl Stream for UringStream {
         let copy: Box<[u8]> = buf.bytes().into();
         let (ptr, len) = (copy.as_ptr(), len as u32);
         let fd = types::Fd(self.fd.as_raw_fd());
+        if let Some(recv) = &self.read_op {
+            if !std::ptr::eq(recv.driver(), &*driver) {
+                // A RECV from another ring (an earlier executor on this thread): not worth
+                // a case of its own.
+                let (r, b) = self.write_all(buf).await;
+                return (r, Some(b));
+            }
+            let sqe = opcode::Send::new(fd, ptr, len)
+                .flags(SEND_FLAGS | libc::MSG_WAITALL)
+                .build();
+            // SAFETY: the SEND reads `copy`'s bytes and nothing else. A request this small fits
+            // the socket's buffer: its completion is posted as it is submitted.
+            let key = match unsafe { driver.submit_send_keeping(sqe, copy) } {
+                Ok(k) => k,
+                Err(e) => return (Err(e), Some(buf)),
+            };
+            self.unlinked_send = Some((key, len));
+            return (Ok(()), Some(buf));
+        }
         let mut sqes = [
             opcode::Send::new(fd, ptr, len)
                 .flags(SEND_FLAGS | libc::MSG_WAITALL)
                 .build()
                 .flags(squeue::Flags::IO_HARDLINK | squeue::Flags::SKIP_SUCCESS),
+            // POLL_FIRST: the peer answers what is being sent, so a first try finds nothing.
             opcode::Recv::new(fd, std::ptr::null_mut(), READ_BUF_SIZE as u32)
                 .buf_group(bufring::BUF_GROUP)
+                .ioprio(RECVSEND_POLL_FIRST)
                 .build()
                 .flags(squeue::Flags::BUFFER_SELECT),
         ];
@@ -425,6 +520,7 @@ impl Stream for UringStream {
             // The FIN could overtake the linked SEND still in progress.
             return Err(write_after_write_last());
         }
+        self.finish_unlinked_send().await?;
         // SAFETY: shutdown(2) on the socket this stream owns.
         if unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_WR) } < 0 {
             return Err(io::Error::last_os_error());
@@ -463,13 +559,16 @@ impl Stream for UringStream {
         })
     }
 
-    /// Queues a one-shot POLL_ADD for POLLIN, which holds no memory and completes when the peer
-    /// sends bytes or closes (errors and hang-ups are always reported).
+    /// Queues the RECV that will read the reply to the next request, with POLL_FIRST (the
+    /// kernel waits for readiness before trying) and its buffer picked from the ring only when
+    /// bytes arrive: it holds no memory while the stream idles, completes if the peer sends
+    /// bytes or closes, and is then the next exchange's read. That exchange costs two SQEs
+    /// (the request's SEND, unlinked, and nothing else) where a POLL_ADD watch cost four (the
+    /// watch, its POLL_REMOVE, the linked SEND and RECV).
     ///
-    /// It is not a RECV, so that the next exchange can hard-link its request's SEND to the RECV
-    /// of the reply ([`Stream::write_last`]) rather than wait for the SEND's own completion.
-    /// The watch is cancelled when the stream is used, and the loop does not wake up for that
-    /// cancellation alone (see `InFlight::cancel_due`).
+    /// Without a provided-buffer ring, a one-shot POLL_ADD for POLLIN, cancelled when the
+    /// stream is used; the loop does not wake up for that cancellation alone (see
+    /// `InFlight::cancel_due`).
     fn watch_idle(&mut self) {
         if self.read_op.is_some() {
             return;
@@ -477,6 +576,11 @@ impl Stream for UringStream {
         let Ok(driver) = driver::current() else {
             return;
         };
+        if driver.has_buf_ring() {
+            // Best effort: on failure the idle check peeks.
+            let _ = self.arm_read(driver, true, true);
+            return;
+        }
         let mut sqe =
             [opcode::PollAdd::new(types::Fd(self.fd.as_raw_fd()), libc::POLLIN as u32).build()];
         // SAFETY: POLL_ADD carries no pointers. Best effort: on failure the idle check peeks.
@@ -484,6 +588,40 @@ impl Stream for UringStream {
             self.read_op = Some(InFlight::new(driver, key, RecvKeep::Watch));
         }
     }
+}
+
+/// Polls the SEND of a [`Stream::write_last`] that went unlinked (`send`: its key and length),
+/// on the ring of the RECV it went out behind (`recv`: an unlinked SEND is only ever queued
+/// behind one, which stays in flight until the SEND is collected, so its key is never looked
+/// up in another thread's or a later ring's table). `Ok` once it sent every byte (or when there
+/// is none), `Err` carrying [`LastWriteFailed`] when it failed or came up short (with
+/// MSG_WAITALL, only on failure). With `quiet`, its success will not wake the task.
+fn poll_unlinked_send(
+    send: &mut Option<(Key, u32)>,
+    recv: Option<&InFlight<RecvKeep>>,
+    cx: &mut std::task::Context<'_>,
+    quiet: bool,
+) -> Poll<io::Result<()>> {
+    let Some((key, len)) = *send else {
+        return Poll::Ready(Ok(()));
+    };
+    let Some(recv) = recv else {
+        *send = None;
+        return Poll::Ready(Err(io::Error::other("io_uring: write state lost")));
+    };
+    let all = i32::try_from(len).unwrap_or(i32::MAX);
+    let (res, _) = std::task::ready!(recv.driver().poll_op(key, cx, quiet.then_some(all)));
+    *send = None;
+    Poll::Ready(if res == all {
+        Ok(())
+    } else {
+        Err(last_write_failed())
+    })
+}
+
+/// What a read reports when the last write before it failed or was cut short.
+fn last_write_failed() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, LastWriteFailed)
 }
 
 /// A write on a stream whose last write ([`Stream::write_last`]) may still be in progress:
