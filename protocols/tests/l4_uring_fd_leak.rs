@@ -643,57 +643,40 @@ fn a_stream_dropped_while_its_last_write_is_stuck_cancels_it_and_frees_the_buffe
 #[test]
 fn a_last_write_that_fails_is_reported_by_the_next_read() {
     let _serial = serial();
-    let (fd, addr) = listening_socket(16);
-    let peer = StdStream::connect(addr).unwrap();
-    run_bounded(Duration::from_secs(10), move || async move {
-        let listener = UringBackend::adopt_listener(fd).unwrap();
-        let (mut stream, _) = listener.accept().await.unwrap();
-        // The peer resets the connection (SO_LINGER 0, then close) before the write.
-        socket2::SockRef::from(&peer)
-            .set_linger(Some(Duration::ZERO))
-            .unwrap();
-        drop(peer);
-        sleep(Duration::from_millis(20)).await;
-        stream.write_last(vec![1u8; 512]).await.0.unwrap();
-        // The SEND fails; the read after it says so rather than returning data or EOF.
-        let err = stream.read().await.unwrap_err();
-        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err:?}");
-        assert!(LastWriteFailed::is(&err), "{err:?}");
-        drop(stream);
-        settle().await;
-        assert_eq!(pool_stats().in_use, 0);
-        drop(listener);
-    });
-}
-
-#[test]
-fn a_last_write_behind_a_watch_waits_for_its_send_and_reports_its_failure() {
-    let _serial = serial();
-    let (fd, addr) = listening_socket(16);
-    let peer = StdStream::connect(addr).unwrap();
-    run_bounded(Duration::from_secs(10), move || async move {
-        let listener = UringBackend::adopt_listener(fd).unwrap();
-        let (mut stream, _) = listener.accept().await.unwrap();
-        // 1. Idle and watched: the RECV of the next reply waits in the kernel.
-        stream.watch_idle();
-        sleep(Duration::from_millis(20)).await;
-        // 2. The peer resets the connection (SO_LINGER 0, then close).
-        socket2::SockRef::from(&peer)
-            .set_linger(Some(Duration::ZERO))
-            .unwrap();
-        drop(peer);
-        sleep(Duration::from_millis(20)).await;
-        // 3. The request goes out alone behind the waiting RECV, and fails. The read after it
-        //    reports the SEND's failure, not whatever the RECV got.
-        stream.write_last(vec![1u8; 512]).await.0.unwrap();
-        let err = stream.read().await.unwrap_err();
-        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe, "{err:?}");
-        assert!(LastWriteFailed::is(&err), "{err:?}");
-        drop(stream);
-        settle().await;
-        assert_eq!(pool_stats().in_use, 0);
-        drop(listener);
-    });
+    // Linked to the read's RECV, then sent alone behind the RECV of an idle watch.
+    for watched in [false, true] {
+        let (fd, addr) = listening_socket(16);
+        let peer = StdStream::connect(addr).unwrap();
+        run_bounded(Duration::from_secs(10), move || async move {
+            let listener = UringBackend::adopt_listener(fd).unwrap();
+            let (mut stream, _) = listener.accept().await.unwrap();
+            if watched {
+                // Idle and watched: the RECV of the next reply waits in the kernel.
+                stream.watch_idle();
+                sleep(Duration::from_millis(20)).await;
+            }
+            // The peer resets the connection (SO_LINGER 0, then close) before the write.
+            socket2::SockRef::from(&peer)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            drop(peer);
+            sleep(Duration::from_millis(20)).await;
+            stream.write_last(vec![1u8; 512]).await.0.unwrap();
+            // The SEND fails; the read after it says so rather than returning data or EOF
+            // (behind a watch: whatever its RECV got).
+            let err = stream.read().await.unwrap_err();
+            assert_eq!(
+                err.kind(),
+                std::io::ErrorKind::BrokenPipe,
+                "{watched}: {err:?}"
+            );
+            assert!(LastWriteFailed::is(&err), "{watched}: {err:?}");
+            drop(stream);
+            settle().await;
+            assert_eq!(pool_stats().in_use, 0);
+            drop(listener);
+        });
+    }
 }
 
 #[test]

@@ -564,7 +564,9 @@ impl Stream for UringStream {
     /// bytes arrive: it holds no memory while the stream idles, completes if the peer sends
     /// bytes or closes, and is then the next exchange's read. That exchange costs two SQEs
     /// (the request's SEND, unlinked, and nothing else) where a POLL_ADD watch cost four (the
-    /// watch, its POLL_REMOVE, the linked SEND and RECV).
+    /// watch, its POLL_REMOVE, the linked SEND and RECV). A watch that completed for any reason
+    /// (bytes, EOF, an error, or the ring empty when the socket woke it) makes the connection
+    /// not reusable: it is dropped, never misread.
     ///
     /// Without a provided-buffer ring, a one-shot POLL_ADD for POLLIN, cancelled when the
     /// stream is used; the loop does not wake up for that cancellation alone (see
