@@ -152,6 +152,17 @@ impl LocalSignal {
         self.inner.poll_wait(&mut slot.0, self.inner.set.get(), cx)
     }
 
+    /// As [`LocalSignal::poll_wait`], for the root future of a spawned task, whose waker is the
+    /// same at every poll (the task's): the waker is stored at the first poll, and later polls
+    /// only read the flag. (A set signal starts a new epoch and wakes every stored waker, so a
+    /// registered slot can only have gone stale by the signal being set, which is read first.)
+    pub fn poll_wait_stable(&self, slot: &mut WaitSlot, cx: &mut Context<'_>) -> Poll<()> {
+        if slot.0.is_some() && !self.inner.set.get() {
+            return Poll::Pending;
+        }
+        self.poll_wait(slot, cx)
+    }
+
     /// Releases a slot taken by [`LocalSignal::poll_wait`].
     pub fn forget(&self, slot: &mut WaitSlot) {
         self.inner.forget(&mut slot.0);
@@ -276,6 +287,26 @@ mod tests {
         s.set();
         assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 1);
         assert!(poll_once(kept.as_mut(), &waker).is_ready());
+        assert_eq!(s.waiters(), 0);
+    }
+
+    #[test]
+    fn a_stable_waiter_registers_once_and_is_woken_and_released_by_the_set() {
+        let s = LocalSignal::new();
+        let count = std::sync::Arc::new(Count(Default::default()));
+        let waker = Waker::from(count.clone());
+        let mut slot = WaitSlot::default();
+        for _ in 0..3 {
+            assert!(s
+                .poll_wait_stable(&mut slot, &mut Context::from_waker(&waker))
+                .is_pending());
+        }
+        assert_eq!(s.waiters(), 1, "one slot, taken at the first poll");
+        s.set();
+        assert_eq!(count.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert!(s
+            .poll_wait_stable(&mut slot, &mut Context::from_waker(&waker))
+            .is_ready());
         assert_eq!(s.waiters(), 0);
     }
 

@@ -782,7 +782,8 @@ impl<F: Future<Output = ()>, S> Future for ConnTask<F, S> {
         // SAFETY: `fut` is structurally pinned and never moved out; the other fields are not
         // pinned and are only used through `&mut`.
         let this = unsafe { self.get_unchecked_mut() };
-        if this.closing.poll_wait(&mut this.slot, cx).is_ready() {
+        // The task's root future: its waker never changes, so the slot is registered once.
+        if this.closing.poll_wait_stable(&mut this.slot, cx).is_ready() {
             return Poll::Ready(());
         }
         // SAFETY: as above.
