@@ -467,7 +467,10 @@ async fn process_request<B: Backend, P: ProxyHttp>(
         }
     };
     if let Some(status) = session.status {
-        let us = u64::try_from(session.started().elapsed().as_micros()).unwrap_or(u64::MAX);
+        // The loop's clock at both ends (read once per loop pass): no clock read of its own,
+        // and the same resolution as the session's start.
+        let took = ringway_protocols::rt::now().saturating_duration_since(session.started());
+        let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
         core.metrics.record_response(status, us);
     }
     session.request_body_bytes = body.as_ref().map_or(0, |b| b.read);
