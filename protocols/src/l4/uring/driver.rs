@@ -878,6 +878,11 @@ impl<R: Abandoned> InFlight<R> {
         &self.driver
     }
 
+    /// [`InFlight::driver`], shared.
+    pub(crate) fn driver_rc(&self) -> Rc<Driver> {
+        Rc::clone(&self.driver)
+    }
+
     /// Whether the CQE has arrived (collected or not), without polling.
     pub(crate) fn has_completed(&self) -> bool {
         self.done.is_some() || self.driver.is_done(self.key)

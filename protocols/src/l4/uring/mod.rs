@@ -326,7 +326,12 @@ impl Stream for UringStream {
     /// it in flight, and the next `read` returns what it received, so no byte is lost. Dropping
     /// the stream cancels it; the buffer returns to the pool with its final completion.
     async fn read(&mut self) -> io::Result<Option<IoBuf>> {
-        let driver = driver::current()?;
+        // The ring of the RECV in flight, if any (its buffers are that ring's), without a
+        // lookup of this thread's driver.
+        let driver = match &self.read_op {
+            Some(op) => op.driver_rc(),
+            None => driver::current()?,
+        };
         self.end_watch();
         let mut from_ring = true;
         loop {
@@ -455,29 +460,21 @@ impl Stream for UringStream {
         if len == 0 {
             return (Ok(()), Some(buf));
         }
-        let driver = match driver::current() {
-            Ok(d) => d,
-            Err(e) => return (Err(e), Some(buf)),
-        };
         self.end_watch();
-        if self.linked_send
-            || self.unlinked_send.is_some()
-            || !driver.has_buf_ring()
-            || len > LAST_WRITE_COPY_MAX
-        {
+        if self.linked_send || self.unlinked_send.is_some() || len > LAST_WRITE_COPY_MAX {
             let (r, b) = self.write_all(buf).await;
             return (r, Some(b));
         }
-        let copy: Box<[u8]> = buf.bytes().into();
-        let (ptr, len) = (copy.as_ptr(), len as u32);
         let fd = types::Fd(self.fd.as_raw_fd());
         if let Some(recv) = &self.read_op {
-            if !std::ptr::eq(recv.driver(), &*driver) {
-                // A RECV from another ring (an earlier executor on this thread): not worth
-                // a case of its own.
+            // Behind the RECV, on its ring (no lookup of this thread's driver).
+            let driver = recv.driver();
+            if !driver.has_buf_ring() {
                 let (r, b) = self.write_all(buf).await;
                 return (r, Some(b));
             }
+            let copy: Box<[u8]> = buf.bytes().into();
+            let (ptr, len) = (copy.as_ptr(), len as u32);
             let sqe = opcode::Send::new(fd, ptr, len)
                 .flags(SEND_FLAGS | libc::MSG_WAITALL)
                 .build();
@@ -490,6 +487,16 @@ impl Stream for UringStream {
             self.unlinked_send = Some((key, len));
             return (Ok(()), Some(buf));
         }
+        let driver = match driver::current() {
+            Ok(d) => d,
+            Err(e) => return (Err(e), Some(buf)),
+        };
+        if !driver.has_buf_ring() {
+            let (r, b) = self.write_all(buf).await;
+            return (r, Some(b));
+        }
+        let copy: Box<[u8]> = buf.bytes().into();
+        let (ptr, len) = (copy.as_ptr(), len as u32);
         let mut sqes = [
             opcode::Send::new(fd, ptr, len)
                 .flags(SEND_FLAGS | libc::MSG_WAITALL)
