@@ -92,7 +92,9 @@ pub trait Stream: 'static {
     /// returns as soon as the write is under way: the caller promises that its next operation
     /// on this stream is a read (or dropping the stream). A completion backend then links the
     /// write to that read and lets the kernel report only a failed or short write, so a
-    /// request/response exchange waits for one completion instead of two. A failure of the write
+    /// request/response exchange waits for one completion instead of two (or, when a read is
+    /// already waiting, as behind [`Stream::watch_idle`], sends alone and collects the write's
+    /// completion with the read's). A failure of the write
     /// may therefore be reported by the next read (as `BrokenPipe` carrying
     /// [`LastWriteFailed`]). The buffer comes back when the stream no longer needs it (its bytes
     /// were copied, or written), so that the caller can reuse it. The default writes with
@@ -132,7 +134,8 @@ pub trait Stream: 'static {
     }
 
     /// Called when the stream goes idle in a pool with no read pending. A completion backend
-    /// queues a readiness watch that holds no buffer, so that a later
+    /// queues a watch that holds no buffer (a read that takes one only when bytes arrive, and
+    /// then reads the reply to the next request), so that a later
     /// [`Stream::is_idle_and_open`] is answered from its state without a system call. The
     /// default does nothing.
     fn watch_idle(&mut self) {}

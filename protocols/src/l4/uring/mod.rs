@@ -12,9 +12,9 @@
 //! # Cancellation
 //! A dropped `read` leaves its RECV in flight, owned by the stream, and the next `read` returns
 //! what it received: reads are cancel-safe. Dropping any other future mid-flight (write,
-//! accept, connect), or a stream with a RECV in flight, queues an ASYNC_CANCEL and moves the
-//! operation's memory (read buffer, caller's write buffer, address storage) into its slot, where
-//! it stays until the kernel's final completion. A connection accepted by an abandoned accept is
+//! accept, connect), or a stream with a RECV or a last write's SEND in flight, queues an
+//! ASYNC_CANCEL and moves the operation's memory (read buffer, caller's write buffer or its
+//! copy, address storage) into its slot, where it stays until the kernel's final completion. A connection accepted by an abandoned accept is
 //! closed when that completion arrives; a ring buffer the kernel picked for an abandoned RECV
 //! goes back to the ring. Nothing leaks a descriptor or a buffer.
 
