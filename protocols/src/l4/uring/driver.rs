@@ -291,7 +291,7 @@ impl Driver {
     pub(crate) unsafe fn submit(&self, entries: &mut [squeue::Entry]) -> io::Result<Key> {
         // SAFETY: forwarded from the caller's contract.
         unsafe {
-            self.submit_labelled(entries, |key, entries| {
+            self.submit_labelled(entries, None, |key, entries| {
                 if let Some(first) = entries.first_mut() {
                     first.set_user_data(key.to_user_data());
                 }
@@ -316,15 +316,15 @@ impl Driver {
         keep: Box<[u8]>,
     ) -> io::Result<Key> {
         let mut entries = [entry];
-        // SAFETY: the entry points into `keep`, which moves into the slot below (a boxed
-        // slice's bytes do not move with it) before anything reaches the kernel, and stays
-        // there until the final completion (or is leaked with the ring).
-        let key = unsafe { self.submit(&mut entries) }?;
-        let mut inner = self.inner.borrow_mut();
-        if let Some(OpState::Waiting { keep: slot, .. }) = inner.slots.get_mut(key) {
-            *slot = Some(keep);
-        }
-        inner.notes.queued_due += 1;
+        // SAFETY: the entry points into `keep`, which moves into the slot (a boxed slice's
+        // bytes do not move with it) and stays there until the final completion (or is leaked
+        // with the ring).
+        let key = unsafe {
+            self.submit_labelled(&mut entries, Some(keep), |key, entries| {
+                entries[0].set_user_data(key.to_user_data());
+            })
+        }?;
+        self.inner.borrow_mut().notes.queued_due += 1;
         Ok(key)
     }
 
@@ -344,21 +344,23 @@ impl Driver {
     ) -> io::Result<Key> {
         // SAFETY: forwarded from the caller's contract.
         unsafe {
-            self.submit_labelled(entries, |key, entries| {
+            self.submit_labelled(entries, None, |key, entries| {
                 entries[0].set_user_data(key.send_failure_user_data());
                 entries[1].set_user_data(key.to_user_data());
             })
         }
     }
 
-    /// Takes a slot, lets `label` write its key into the entries' `user_data`, queues them and
-    /// wakes the driver task.
+    /// Takes a slot (owning `keep`, memory the entries may point into), lets `label` write its
+    /// key into the entries' `user_data`, queues them and wakes the driver task.
     ///
     /// # Safety
-    /// As [`Driver::submit`].
+    /// As [`Driver::submit`]; pointers into `keep` stay valid (the slot keeps it until the
+    /// final completion).
     unsafe fn submit_labelled(
         &self,
         entries: &mut [squeue::Entry],
+        keep: Option<Box<[u8]>>,
         label: impl FnOnce(Key, &mut [squeue::Entry]),
     ) -> io::Result<Key> {
         let mut inner = self.inner.borrow_mut();
@@ -367,7 +369,7 @@ impl Driver {
             .insert(OpState::Waiting {
                 waker: None,
                 quiet_on: None,
-                keep: None,
+                keep,
             })
             .map_err(|_| io::Error::other("io_uring: out of operation slots"))?;
         label(key, entries);

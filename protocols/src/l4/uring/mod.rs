@@ -14,9 +14,10 @@
 //! what it received: reads are cancel-safe. Dropping any other future mid-flight (write,
 //! accept, connect), or a stream with a RECV or a last write's SEND in flight, queues an
 //! ASYNC_CANCEL and moves the operation's memory (read buffer, caller's write buffer or its
-//! copy, address storage) into its slot, where it stays until the kernel's final completion. A connection accepted by an abandoned accept is
-//! closed when that completion arrives; a ring buffer the kernel picked for an abandoned RECV
-//! goes back to the ring. Nothing leaks a descriptor or a buffer.
+//! copy, address storage) into its slot, where it stays until the kernel's final completion.
+//! A connection accepted by an abandoned accept is closed when that completion arrives; a ring
+//! buffer the kernel picked for an abandoned RECV goes back to the ring. Nothing leaks a
+//! descriptor or a buffer.
 
 mod bufring;
 mod driver;
@@ -465,16 +466,22 @@ impl Stream for UringStream {
             let (r, b) = self.write_all(buf).await;
             return (r, Some(b));
         }
+        // Behind a RECV already waiting, on its ring (no lookup of this thread's driver).
+        let driver = match &self.read_op {
+            Some(recv) => recv.driver_rc(),
+            None => match driver::current() {
+                Ok(d) => d,
+                Err(e) => return (Err(e), Some(buf)),
+            },
+        };
+        if !driver.has_buf_ring() {
+            let (r, b) = self.write_all(buf).await;
+            return (r, Some(b));
+        }
+        let copy: Box<[u8]> = buf.bytes().into();
+        let (ptr, len) = (copy.as_ptr(), len as u32);
         let fd = types::Fd(self.fd.as_raw_fd());
-        if let Some(recv) = &self.read_op {
-            // Behind the RECV, on its ring (no lookup of this thread's driver).
-            let driver = recv.driver();
-            if !driver.has_buf_ring() {
-                let (r, b) = self.write_all(buf).await;
-                return (r, Some(b));
-            }
-            let copy: Box<[u8]> = buf.bytes().into();
-            let (ptr, len) = (copy.as_ptr(), len as u32);
+        if self.read_op.is_some() {
             let sqe = opcode::Send::new(fd, ptr, len)
                 .flags(SEND_FLAGS | libc::MSG_WAITALL)
                 .build();
@@ -487,16 +494,6 @@ impl Stream for UringStream {
             self.unlinked_send = Some((key, len));
             return (Ok(()), Some(buf));
         }
-        let driver = match driver::current() {
-            Ok(d) => d,
-            Err(e) => return (Err(e), Some(buf)),
-        };
-        if !driver.has_buf_ring() {
-            let (r, b) = self.write_all(buf).await;
-            return (r, Some(b));
-        }
-        let copy: Box<[u8]> = buf.bytes().into();
-        let (ptr, len) = (copy.as_ptr(), len as u32);
         let mut sqes = [
             opcode::Send::new(fd, ptr, len)
                 .flags(SEND_FLAGS | libc::MSG_WAITALL)
