@@ -3,11 +3,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-use common::listening_socket;
+use common::{fill_send_buffer, listening_socket};
 
 use std::cell::{Cell, RefCell};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::TcpStream as StdStream;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -131,6 +132,99 @@ fn an_idle_executor_sleeps_in_the_ring_instead_of_spinning() {
     assert!(parks >= 1);
 }
 
+/// Sends a ping and reads the pong.
+async fn ping(stream: &mut impl Stream) {
+    stream.write_all(&b"ping"[..]).await.0.unwrap();
+    let mut got = Vec::new();
+    read_at_least(stream, &mut got, 4).await.unwrap();
+    assert_eq!(got, b"pong");
+}
+
+#[test]
+fn sleeps_share_one_alarm_and_an_earlier_timer_moves_it() {
+    // A peer that answers each 4-byte ping with a pong.
+    let (fd, addr) = listening_socket(16);
+    let peer = std::thread::spawn(move || {
+        let mut s = StdStream::connect(addr).unwrap();
+        let mut b = [0u8; 4];
+        while s.read_exact(&mut b).is_ok() {
+            s.write_all(b"pong").unwrap();
+        }
+    });
+    let (alarms, parks, early) = on_thread(move || {
+        exec::block_on(async move {
+            let listener = UringBackend::adopt_listener(fd).unwrap();
+            let (mut stream, _) = listener.accept().await.unwrap();
+            // 1. A timer far off, then exchanges: every one sleeps in the ring until the pong,
+            //    and the alarm armed by the first sleep serves them all.
+            let far = rt::spawn_local(rt::sleep(Duration::from_secs(30)));
+            ping(&mut stream).await;
+            let before = uring::stats();
+            for _ in 0..20 {
+                ping(&mut stream).await;
+            }
+            let after = uring::stats();
+            // 2. A timer earlier than the alarm moves it: it fires on time, not with the alarm
+            //    set for the far one (or for the loop's one-second look-around).
+            let t = Instant::now();
+            rt::sleep(Duration::from_millis(30)).await;
+            let early = t.elapsed() < Duration::from_millis(900);
+            drop(far);
+            drop(stream);
+            (
+                after.alarms - before.alarms,
+                after.parks - before.parks,
+                early,
+            )
+        })
+        .unwrap()
+    });
+    peer.join().unwrap();
+    assert!(parks >= 20, "{parks} sleeps for 20 exchanges");
+    assert_eq!(alarms, 0, "no timer armed or moved by {parks} sleeps");
+    assert!(early, "the 30 ms timer waited for a later alarm");
+}
+
+#[test]
+fn a_last_write_the_socket_cannot_take_at_once_is_finished_by_a_second_send() {
+    let (fd, addr) = listening_socket(16);
+    let (tell_filled, filled) = std::sync::mpsc::channel::<usize>();
+    // A peer that reads nothing until the stream has filled its buffers, then reads the filler
+    // and the request and answers.
+    let peer = std::thread::spawn(move || {
+        let mut s = StdStream::connect(addr).unwrap();
+        let filled = filled.recv().unwrap();
+        let mut all = vec![0u8; filled + 512];
+        s.read_exact(&mut all).unwrap();
+        s.write_all(b"pong").unwrap();
+        all[filled..].iter().all(|&b| b == 1)
+    });
+    let short_sends = on_thread(move || {
+        exec::block_on(async move {
+            let listener = UringBackend::adopt_listener(fd).unwrap();
+            let (mut stream, _) = listener.accept().await.unwrap();
+            // 1. Idle and watched: the reply's RECV waits in the kernel.
+            stream.watch_idle();
+            let before = uring::stats().short_sends;
+            // 2. The socket's buffers filled behind the ring's back: the request's first try
+            //    (MSG_DONTWAIT, counted on by the loop's wait) is refused at once, and the loop
+            //    sleeps on: a second SEND waits for room.
+            tell_filled
+                .send(fill_send_buffer(stream.as_raw_fd()).await)
+                .unwrap();
+            stream.write_last(vec![1u8; 512]).await.0.unwrap();
+            // 3. The peer drains; the second SEND completes and the pong is read.
+            let mut got = Vec::new();
+            read_at_least(&mut stream, &mut got, 4).await.unwrap();
+            assert_eq!(got, b"pong");
+            uring::stats().short_sends - before
+        })
+        .unwrap()
+    });
+    assert!(peer.join().unwrap(), "the request, whole, after the filler");
+    assert_eq!(short_sends, 1);
+}
+
 #[test]
 fn wakes_from_other_tasks_and_io_interleave() {
     let (fd, addr) = listening_socket(16);
@@ -209,7 +303,9 @@ fn an_exchange_on_a_watched_stream_costs_one_wait() {
                 enters += after.enters - before.enters;
                 cancels += after.cancels - before.cancels;
                 completions += after.completions - before.completions;
-                submitted += after.submitted - before.submitted;
+                // The loop's alarm (an IORING_OP_TIMEOUT armed with a wait) is not the
+                // exchange's.
+                submitted += (after.submitted - before.submitted) - (after.alarms - before.alarms);
             }
             drop(stream);
             (enters, cancels, completions, submitted)

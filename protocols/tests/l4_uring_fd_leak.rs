@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-use common::{listening_socket, run_bounded};
+use common::{fill_send_buffer, listening_socket, run_bounded};
 
 use std::cell::Cell;
 use std::future::Future;
@@ -84,36 +84,6 @@ async fn within<T>(dur: Duration, fut: impl Future<Output = T>) -> Option<T> {
         async { Some(fut.await) },
     )
     .await
-}
-
-/// Sends from `fd` behind the ring's back until the kernel takes no more, also once the bytes
-/// sent so far have reached a peer that does not read (its window closed); returns how many.
-async fn fill_send_buffer(fd: std::os::fd::RawFd) -> usize {
-    let chunk = vec![7u8; 64 << 10];
-    let mut filled = 0;
-    loop {
-        let mut round = 0;
-        loop {
-            // SAFETY: a non-blocking send from a live buffer on a socket the caller owns.
-            let n = unsafe {
-                libc::send(
-                    fd,
-                    chunk.as_ptr().cast(),
-                    chunk.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
-            };
-            if n <= 0 {
-                break;
-            }
-            round += n as usize;
-        }
-        filled += round;
-        if round == 0 {
-            return filled;
-        }
-        sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[test]
@@ -731,7 +701,7 @@ fn a_reply_that_arrives_before_its_request_is_sent_is_read_once_the_send_complet
         // Then read everything: the stream's filler and its request.
         let mut all = Vec::new();
         peer.read_to_end(&mut all).unwrap();
-        all.len()
+        all
     });
     let (tell_filled, filled) = std::sync::mpsc::channel::<usize>();
     run_bounded(Duration::from_secs(10), move || async move {
@@ -742,14 +712,17 @@ fn a_reply_that_arrives_before_its_request_is_sent_is_read_once_the_send_complet
         go.send(()).unwrap();
         wait_sent.recv().unwrap();
         sleep(Duration::from_millis(20)).await;
-        // 2. The socket's send buffers filled behind the ring's back: the request stalls for
-        //    buffer space, and the read waits for it although its RECV is done.
+        // 2. The socket's send buffers filled behind the ring's back: the request's first try
+        //    (MSG_DONTWAIT) is refused, a second SEND waits for buffer space, and the read
+        //    waits for it although its RECV is done.
         let filled = fill_send_buffer(stream.as_raw_fd()).await;
+        let short_before = uring::stats().short_sends;
         stream.write_last(vec![1u8; 512]).await.0.unwrap();
         assert!(within(Duration::from_millis(50), stream.read())
             .await
             .is_none());
-        assert_eq!(uring::stats().in_flight, 1, "the SEND");
+        assert_eq!(uring::stats().in_flight, 1, "the second SEND");
+        assert_eq!(uring::stats().short_sends, short_before + 1);
         // 3. The peer reads; the SEND completes, which must wake the read although it
         //    succeeded, and the read returns the early reply.
         go.send(()).unwrap();
@@ -764,5 +737,11 @@ fn a_reply_that_arrives_before_its_request_is_sent_is_read_once_the_send_complet
         drop(listener);
         tell_filled.send(filled).unwrap();
     });
-    assert_eq!(peer_thread.join().unwrap(), filled.recv().unwrap() + 512);
+    let all = peer_thread.join().unwrap();
+    let filled = filled.recv().unwrap();
+    assert_eq!(all.len(), filled + 512);
+    assert!(
+        all[filled..].iter().all(|&b| b == 1),
+        "the request, whole, after the filler"
+    );
 }

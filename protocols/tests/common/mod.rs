@@ -1,5 +1,6 @@
 //! Helpers shared by the transport backends' test files: a bounded executor run, a listening
-//! socket, and the uring driver's settled counters.
+//! socket, the uring driver's settled counters, and a socket's send buffer filled behind the
+//! ring's back.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::Future;
@@ -52,4 +53,34 @@ pub fn listening_socket(backlog: i32) -> (OwnedFd, SocketAddr) {
     s.listen(backlog).unwrap();
     let addr = s.local_addr().unwrap().as_socket().unwrap();
     (OwnedFd::from(s), addr)
+}
+
+/// Sends from `fd` behind the ring's back until the kernel takes no more, also once the bytes
+/// sent so far have reached a peer that does not read (its window closed); returns how many.
+pub async fn fill_send_buffer(fd: std::os::fd::RawFd) -> usize {
+    let chunk = vec![7u8; 64 << 10];
+    let mut filled = 0;
+    loop {
+        let mut round = 0;
+        loop {
+            // SAFETY: a non-blocking send from a live buffer on a socket the caller owns.
+            let n = unsafe {
+                libc::send(
+                    fd,
+                    chunk.as_ptr().cast(),
+                    chunk.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n <= 0 {
+                break;
+            }
+            round += n as usize;
+        }
+        filled += round;
+        if round == 0 {
+            return filled;
+        }
+        ringway_protocols::rt::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -12,7 +12,8 @@
 //! 2. when something is still runnable: one driver turn (submit what the tasks queued and reap
 //!    what completed, no system call when there is neither) and the due timers;
 //! 3. when nothing is runnable and no timer is due: **one** `io_uring_enter` that submits the
-//!    queued SQEs and waits for a completion or the next timer, then reap. There is no eventfd
+//!    queued SQEs and waits for a completion or the next timer (an IORING_OP_TIMEOUT kept armed
+//!    in the ring, not a timeout per wait: see `Driver::wait`), then reap. There is no eventfd
 //!    and nothing to re-check: the ring is the only source of wake-ups on this thread, and the
 //!    kernel returns at once when a completion is already posted.
 //!
@@ -598,9 +599,8 @@ fn run_loop<T>(
             continue;
         }
         held = false;
-        let wait = exec
-            .next_deadline()
-            .map_or(IDLE_CAP, |d| d.saturating_duration_since(now).min(IDLE_CAP));
-        driver.wait(wait);
+        let cap = now + IDLE_CAP;
+        let deadline = exec.next_deadline().map_or(cap, |d| d.min(cap));
+        driver.wait(now, deadline);
     }
 }

@@ -93,6 +93,8 @@ pub struct UringStats {
     pub short_sends: u64,
     /// Completions whose slot had been recycled, dropped by the generation check.
     pub stale_completions: u64,
+    /// Times the lean loop armed or moved its alarm (the IORING_OP_TIMEOUT its sleeps end by).
+    pub alarms: u64,
 }
 
 /// This core's ring counters; zeroes when the backend has not been used on this thread.
@@ -134,16 +136,28 @@ pub struct UringStream {
     /// `read_op` is linked behind a SEND from [`Stream::write_last`] that reports only failure.
     linked_send: bool,
     /// The SEND of a [`Stream::write_last`] queued while a RECV was already waiting (the RECV
-    /// of an idle watch), and its length: not linked, so it posts its own completion. Its slot
-    /// owns the copy of the bytes (the stream stays small: it moves in and out of the pool at
-    /// every request). The next `read` waits for it and reports its failure.
-    unlinked_send: Option<(Key, u32)>,
+    /// of an idle watch): not linked, so it posts its own completion. Its slot owns the copy of
+    /// the bytes (the stream stays small: it moves in and out of the pool at every request).
+    /// The next `read` waits for it and reports its failure.
+    unlinked_send: Option<UnlinkedSend>,
     /// No read follows ([`Stream::no_more_reads`]): writes queue no RECV ahead.
     no_read_ahead: bool,
     /// Closed by `Drop` through the ring (IORING_OP_CLOSE), or with close(2) when this thread
     /// has no ring.
     fd: ManuallyDrop<OwnedFd>,
     peer: Option<SocketAddr>,
+}
+
+/// A [`Stream::write_last`] SEND in flight behind a RECV (see `UringStream::unlinked_send`).
+#[derive(Clone, Copy, Debug)]
+struct UnlinkedSend {
+    key: Key,
+    /// The bytes it was asked to send (the last `len` of those its slot keeps).
+    len: u32,
+    /// Its first try, with MSG_DONTWAIT: it completes as it is submitted, and what the socket
+    /// could not take then is sent by a second SEND that waits for room (see
+    /// [`poll_unlinked_send`]).
+    first: bool,
 }
 
 impl UringStream {
@@ -222,9 +236,10 @@ impl UringStream {
             let Self {
                 read_op,
                 unlinked_send,
+                fd,
                 ..
             } = self;
-            poll_unlinked_send(unlinked_send, read_op.as_ref(), cx, false)
+            poll_unlinked_send(unlinked_send, read_op.as_ref(), fd.as_raw_fd(), cx, false)
         })
         .await
     }
@@ -242,9 +257,11 @@ impl UringStream {
         let Self {
             read_op,
             unlinked_send,
+            fd,
             ..
         } = self;
-        match poll_unlinked_send(unlinked_send, read_op.as_ref(), cx, !recv_done) {
+        let fd = fd.as_raw_fd();
+        match poll_unlinked_send(unlinked_send, read_op.as_ref(), fd, cx, !recv_done) {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Ready(Ok(())) if recv_done => Poll::Ready(Ok(())),
             _ => Poll::Pending,
@@ -284,10 +301,10 @@ impl Drop for UringStream {
             // SAFETY: shutdown(2) on the socket this stream still owns.
             unsafe { libc::shutdown(self.fd.as_raw_fd(), libc::SHUT_RDWR) };
         }
-        if let (Some((key, _)), Some(op)) = (self.unlinked_send.take(), &self.read_op) {
+        if let (Some(send), Some(op)) = (self.unlinked_send.take(), &self.read_op) {
             // Cancelled unless complete; its slot keeps the bytes until the final completion.
             // A SEND still queued goes to the kernel ahead of its cancellation, in one batch.
-            op.driver().abandon(key, Box::new(NoResources), false);
+            op.driver().abandon(send.key, Box::new(NoResources), false);
         }
         drop(self.read_op.take());
         // SAFETY: `fd` is taken exactly once, here, and not used afterwards.
@@ -482,16 +499,23 @@ impl Stream for UringStream {
         let (ptr, len) = (copy.as_ptr(), len as u32);
         let fd = types::Fd(self.fd.as_raw_fd());
         if self.read_op.is_some() {
+            // MSG_DONTWAIT: the kernel never parks it waiting for room, so its completion is
+            // posted as it is submitted and the loop's wait can count on it (a request this
+            // small almost always fits the socket's buffer; the rest of one that does not is
+            // sent by a second SEND, see `poll_unlinked_send`).
             let sqe = opcode::Send::new(fd, ptr, len)
-                .flags(SEND_FLAGS | libc::MSG_WAITALL)
+                .flags(SEND_FLAGS | libc::MSG_DONTWAIT)
                 .build();
-            // SAFETY: the SEND reads `copy`'s bytes and nothing else. A request this small fits
-            // the socket's buffer: its completion is posted as it is submitted.
-            let key = match unsafe { driver.submit_send_keeping(sqe, copy) } {
+            // SAFETY: the SEND reads `copy`'s bytes and nothing else.
+            let key = match unsafe { driver.submit_send_keeping(sqe, copy, true) } {
                 Ok(k) => k,
                 Err(e) => return (Err(e), Some(buf)),
             };
-            self.unlinked_send = Some((key, len));
+            self.unlinked_send = Some(UnlinkedSend {
+                key,
+                len,
+                first: true,
+            });
             return (Ok(()), Some(buf));
         }
         let mut sqes = [
@@ -596,33 +620,61 @@ impl Stream for UringStream {
     }
 }
 
-/// Polls the SEND of a [`Stream::write_last`] that went unlinked (`send`: its key and length),
-/// on the ring of the RECV it went out behind (`recv`: an unlinked SEND is only ever queued
-/// behind one, which stays in flight until the SEND is collected, so its key is never looked
-/// up in another thread's or a later ring's table). `Ok` once it sent every byte (or when there
-/// is none), `Err` carrying [`LastWriteFailed`] when it failed or came up short (with
-/// MSG_WAITALL, only on failure). With `quiet`, its success will not wake the task.
+/// Polls the SEND of a [`Stream::write_last`] that went unlinked, on the ring of the RECV it
+/// went out behind (`recv`: an unlinked SEND is only ever queued behind one, which stays in
+/// flight until the SEND is collected, so its key is never looked up in another thread's or a
+/// later ring's table). `Ok` once every byte is sent (or when there is no SEND), `Err` carrying
+/// [`LastWriteFailed`] when it failed. With `quiet`, its success will not wake the task.
+///
+/// The first try (MSG_DONTWAIT) may come back short, or refused with EAGAIN, when the socket's
+/// buffer is full: the rest then goes in a second SEND on `fd`, from the bytes its slot kept,
+/// with MSG_WAITALL and without MSG_DONTWAIT (it waits for room, and ends whole or failed).
 fn poll_unlinked_send(
-    send: &mut Option<(Key, u32)>,
+    send: &mut Option<UnlinkedSend>,
     recv: Option<&InFlight<RecvKeep>>,
+    fd: RawFd,
     cx: &mut std::task::Context<'_>,
     quiet: bool,
 ) -> Poll<io::Result<()>> {
-    let Some((key, len)) = *send else {
-        return Poll::Ready(Ok(()));
-    };
-    let Some(recv) = recv else {
+    loop {
+        let Some(UnlinkedSend { key, len, first }) = *send else {
+            return Poll::Ready(Ok(()));
+        };
+        let Some(recv) = recv else {
+            *send = None;
+            return Poll::Ready(Err(io::Error::other("io_uring: write state lost")));
+        };
+        let driver = recv.driver();
+        let all = i32::try_from(len).unwrap_or(i32::MAX);
+        let (res, _, bytes) =
+            std::task::ready!(driver.poll_send_keeping(key, cx, quiet.then_some(all)));
         *send = None;
-        return Poll::Ready(Err(io::Error::other("io_uring: write state lost")));
-    };
-    let all = i32::try_from(len).unwrap_or(i32::MAX);
-    let (res, _) = std::task::ready!(recv.driver().poll_op(key, cx, quiet.then_some(all)));
-    *send = None;
-    Poll::Ready(if res == all {
-        Ok(())
-    } else {
-        Err(last_write_failed())
-    })
+        if res == all {
+            return Poll::Ready(Ok(()));
+        }
+        let sent = if res == -libc::EAGAIN { 0 } else { res };
+        let bytes = match bytes {
+            Some(b) if first && (0..all).contains(&sent) => b,
+            _ => return Poll::Ready(Err(last_write_failed())),
+        };
+        driver.count_short_send();
+        let rest = len - sent as u32;
+        let at = bytes.len() - rest as usize;
+        let sqe = opcode::Send::new(types::Fd(fd), bytes[at..].as_ptr(), rest)
+            .flags(SEND_FLAGS | libc::MSG_WAITALL)
+            .build();
+        // SAFETY: the SEND reads the last `rest` bytes of `bytes`, which its slot keeps.
+        match unsafe { driver.submit_send_keeping(sqe, bytes, false) } {
+            Ok(key) => {
+                *send = Some(UnlinkedSend {
+                    key,
+                    len: rest,
+                    first: false,
+                })
+            }
+            Err(_) => return Poll::Ready(Err(last_write_failed())),
+        }
+    }
 }
 
 /// What a read reports when the last write before it failed or was cut short.
