@@ -333,9 +333,9 @@ pub(crate) fn serve_connection<B: Backend, P: ProxyHttp>(
             // The client's address comes from the stream, which keeps it anyway (one copy per
             // idle connection, not two); a backend that does not know it reports 0.0.0.0:0.
             let client = conn.stream.peer_addr().unwrap_or(UNKNOWN_CLIENT);
-            let keep = RecycledBox::new(next_request::<B, P>(
-                &app, &core, &settings, &mut conn, first, client,
-            ))
+            let keep = RecycledBox::new_with(|| {
+                next_request::<B, P>(&app, &core, &settings, &mut conn, first, client)
+            })
             .await;
             first = false;
             if !keep || core.shutdown.is_set() {

@@ -84,7 +84,16 @@ pub(crate) struct RecycledBox<T> {
 
 impl<T> RecycledBox<T> {
     /// Moves `value` into a block.
+    #[cfg(test)]
     pub(crate) fn new(value: T) -> Self {
+        Self::new_with(|| value)
+    }
+
+    /// Puts the value `make` returns into a block, taken first, so that the value can be built
+    /// where it will live instead of being built aside and copied in (a per-request future is a
+    /// few kilobytes).
+    #[inline(always)]
+    pub(crate) fn new_with(make: impl FnOnce() -> T) -> Self {
         let layout = Layout::new::<T>();
         let ptr = if layout.size() == 0 {
             NonNull::dangling()
@@ -93,7 +102,7 @@ impl<T> RecycledBox<T> {
         };
         // SAFETY: `ptr` is valid for a write of `T` (a block of its layout, or dangling and
         // well aligned for a zero-sized `T`).
-        unsafe { ptr.as_ptr().write(value) };
+        unsafe { ptr.as_ptr().write(make()) };
         RecycledBox {
             ptr,
             _owns: PhantomData,
