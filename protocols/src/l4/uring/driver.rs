@@ -621,7 +621,7 @@ impl Driver {
     /// The deadline is kept by an IORING_OP_TIMEOUT left armed in the ring (the alarm), not by
     /// a timeout on the wait itself: a wait with a timeout starts and cancels a kernel timer
     /// on every sleep, and on this machine (a VM, where programming the timer device traps to
-    /// the host) that cost about 5 us per sleep, 15% of the CPU per request at one connection.
+    /// the host) cost about 5 us per sleep, 10-15% of the CPU per request at one connection.
     /// The alarm is moved only when the deadline comes before it (a timer earlier than any
     /// armed so far), and an alarm earlier than the deadline is left alone: it wakes the loop
     /// early once, and the next sleep arms the next. An expired timeout wakes a wait whatever
