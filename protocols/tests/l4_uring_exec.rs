@@ -140,17 +140,21 @@ async fn ping(stream: &mut impl Stream) {
     assert_eq!(got, b"pong");
 }
 
-#[test]
-fn sleeps_share_one_alarm_and_an_earlier_timer_moves_it() {
-    // A peer that answers each 4-byte ping with a pong.
-    let (fd, addr) = listening_socket(16);
-    let peer = std::thread::spawn(move || {
+/// A peer thread that connects to `addr` and answers each 4-byte ping with a pong until EOF.
+fn pong_peer(addr: std::net::SocketAddr) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
         let mut s = StdStream::connect(addr).unwrap();
         let mut b = [0u8; 4];
         while s.read_exact(&mut b).is_ok() {
             s.write_all(b"pong").unwrap();
         }
-    });
+    })
+}
+
+#[test]
+fn sleeps_share_one_alarm_and_an_earlier_timer_moves_it() {
+    let (fd, addr) = listening_socket(16);
+    let peer = pong_peer(addr);
     let (alarms, parks, early) = on_thread(move || {
         exec::block_on(async move {
             let listener = UringBackend::adopt_listener(fd).unwrap();
@@ -273,17 +277,9 @@ fn block_on_does_not_nest() {
 
 #[test]
 fn an_exchange_on_a_watched_stream_costs_one_wait() {
-    // A peer that answers each 4-byte ping with a pong.
     const ROUNDS: u64 = 50;
     let (fd, addr) = listening_socket(16);
-    let peer = std::thread::spawn(move || {
-        use std::io::Write;
-        let mut s = StdStream::connect(addr).unwrap();
-        let mut b = [0u8; 4];
-        while s.read_exact(&mut b).is_ok() {
-            s.write_all(b"pong").unwrap();
-        }
-    });
+    let peer = pong_peer(addr);
     let (enters, cancels, completions, submitted) = on_thread(move || {
         exec::block_on(async move {
             let listener = UringBackend::adopt_listener(fd).unwrap();
