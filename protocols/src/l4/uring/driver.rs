@@ -774,7 +774,8 @@ impl Inner {
         let ts: *const types::Timespec = &self.alarm_ts;
         let entry = if moving {
             // A failure (the alarm went off meanwhile) posts a CQE nobody needs: the alarm's
-            // own completion clears it and wakes the wait.
+            // own completion clears it and wakes the wait. (IORING_TIMEOUT_UPDATE needs Linux
+            // 5.11; every ring here is built with DEFER_TASKRUN, which needs 6.1.)
             opcode::TimeoutUpdate::new(TIMER_USER_DATA, ts)
                 .build()
                 .user_data(IGNORED_USER_DATA)
