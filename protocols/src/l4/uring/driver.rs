@@ -94,7 +94,8 @@ enum OpState {
 }
 
 /// The longest wait while completions are due (see [`Driver::wait`]): they come within the
-/// same system call, so this only bounds the cost of a mistake.
+/// same system call, but one of them may be a SEND refused for want of room, which only its
+/// task can follow up.
 const DUE_WAIT_CAP: Duration = Duration::from_millis(1);
 
 struct Inner {
@@ -630,8 +631,10 @@ impl Driver {
     ///
     /// Completions counted as due are waited for on top, so that they do not end the wait
     /// alone: the SENDs of [`Driver::submit_send_keeping`] (certain to complete during this
-    /// submission), and cancelled watches (see [`InFlight::cancel_due`]), for which the wait
-    /// keeps a timeout of at most [`DUE_WAIT_CAP`], in case one were late.
+    /// submission) and cancelled watches (see [`InFlight::cancel_due`]). Such a wait keeps a
+    /// timeout of at most [`DUE_WAIT_CAP`]: a due completion that needs its task (a SEND
+    /// refused for want of room, whose rest the task sends) must not leave the loop asleep
+    /// waiting for one more completion that only that task's next step can bring.
     pub(crate) fn wait(&self, now: Instant, deadline: Instant) {
         {
             let mut guard = self.inner.borrow_mut();
@@ -639,9 +642,8 @@ impl Driver {
             if inner.ring.completion().is_empty() {
                 inner.stats.enters += 1;
                 inner.stats.parks += 1;
-                let cancelled = inner.notes.due.len();
-                let due = cancelled + std::mem::take(&mut inner.notes.queued_due);
-                let result = if cancelled > 0 {
+                let due = inner.notes.due.len() + std::mem::take(&mut inner.notes.queued_due);
+                let result = if due > 0 {
                     let timeout = deadline.saturating_duration_since(now).min(DUE_WAIT_CAP);
                     let ts = types::Timespec::from(timeout);
                     let args = types::SubmitArgs::new().timespec(&ts);
