@@ -160,8 +160,8 @@ fn a_watched_idle_stream_answers_liveness_from_its_watch_and_reads_the_reply_wit
         assert_eq!(after.in_flight, 0, "nothing left in flight");
         assert_eq!(
             after.completions - before.completions,
-            2,
-            "the SEND's and the RECV's"
+            1,
+            "the RECV's alone: the SEND, whole, posts none"
         );
         // 4. Idle again and watched; the peer then closes: the watch completes and the stream is
         //    no longer reusable; a read sees EOF.

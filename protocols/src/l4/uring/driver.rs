@@ -127,10 +127,23 @@ struct Notes {
     /// `io_uring_enter` and wakes nobody (see [`InFlight::cancel_due`]): the lean loop's wait
     /// asks for that many completions more.
     due: Vec<Key>,
-    /// Operations queued and not yet submitted whose completion is expected as they are
-    /// submitted (see [`Driver::submit_send_keeping`]): the wait asks for that many completions
-    /// more. Zeroed by every submission, whatever became of them.
-    queued_due: usize,
+    /// SENDs of [`Driver::submit_send_silent`] queued and not yet known to be submitted, with
+    /// their lengths.
+    silent_queued: Vec<(Key, i32)>,
+    /// Those an `io_uring_enter` has taken in: done by the time it returned (they never wait
+    /// for room), and whole unless a CQE says otherwise. [`Inner::settle_silent`] completes
+    /// them once the CQEs posted by then are routed.
+    silent_sent: Vec<(Key, i32)>,
+}
+
+impl Notes {
+    /// An `io_uring_enter` that found `queued` SQEs in the queue took in `submitted`: when it
+    /// took them all, the silent SENDs queued so far were among them.
+    fn entered(&mut self, queued: usize, submitted: usize) {
+        if submitted >= queued && !self.silent_queued.is_empty() {
+            self.silent_sent.append(&mut self.silent_queued);
+        }
+    }
 }
 
 /// One core's ring, its operations and its counters.
@@ -320,19 +333,12 @@ impl Driver {
     /// (the caller keeps only the key: see [`Driver::poll_send_keeping`] and
     /// [`Driver::abandon`]).
     ///
-    /// With `due`, the entry must be a SEND with `MSG_DONTWAIT` and no link: the kernel then
-    /// never waits for buffer space for it, so it completes (whole, short or with EAGAIN) as it
-    /// is issued, during the `io_uring_enter` that submits it. The lean loop's next wait asks
-    /// the kernel for one completion more than it would, rather than return with this one
-    /// alone and enter again for the completion the task waits for.
-    ///
     /// # Safety
     /// `entry` must point into `keep` and at nothing else.
     pub(crate) unsafe fn submit_send_keeping(
         &self,
         entry: squeue::Entry,
         keep: Box<[u8]>,
-        due: bool,
     ) -> io::Result<Key> {
         let mut entries = [entry];
         // SAFETY: the entry points into `keep`, which moves into the slot (a boxed slice's
@@ -343,9 +349,31 @@ impl Driver {
                 entries[0].set_user_data(key.to_user_data());
             })
         }?;
-        if due {
-            self.inner.borrow_mut().notes.queued_due += 1;
-        }
+        Ok(key)
+    }
+
+    /// [`Driver::submit_send_keeping`] for a SEND of `len` bytes that posts no completion when
+    /// it sends them all: the entry must be an unlinked SEND with `MSG_DONTWAIT | MSG_WAITALL`
+    /// and CQE_SKIP_SUCCESS. MSG_DONTWAIT makes the kernel complete it as it is issued, during
+    /// the `io_uring_enter` that takes it in, without ever waiting for room; MSG_WAITALL makes
+    /// a short send a failure, so anything short of whole posts a CQE (with the bytes sent, or
+    /// EAGAIN, or the error). So once an enter that took it in has returned and the CQEs it
+    /// posted are routed, a SEND without a CQE sent everything: [`Inner::settle_silent`]
+    /// completes it then with `len`, and its bytes go. Nothing wakes the loop for it, so a wait
+    /// needs to count on no completion of its own.
+    ///
+    /// # Safety
+    /// As [`Driver::submit_send_keeping`].
+    #[inline]
+    pub(crate) unsafe fn submit_send_silent(
+        &self,
+        entry: squeue::Entry,
+        keep: Box<[u8]>,
+        len: i32,
+    ) -> io::Result<Key> {
+        // SAFETY: forwarded from the caller's contract.
+        let key = unsafe { self.submit_send_keeping(entry, keep) }?;
+        self.inner.borrow_mut().notes.silent_queued.push((key, len));
         Ok(key)
     }
 
@@ -575,9 +603,11 @@ impl Driver {
                 // GETEVENTS runs the deferred completions; the crate adds it when TASKRUN or
                 // overflow is flagged, and completions of the SQEs issued inline are posted
                 // during the submit itself.
-                inner.notes.queued_due = 0;
                 match inner.ring.submitter().submit_and_wait(0) {
-                    Ok(n) => submitted = n,
+                    Ok(n) => {
+                        submitted = n;
+                        inner.notes.entered(queued, n);
+                    }
                     Err(e) => match e.raw_os_error() {
                         Some(libc::EINTR | libc::EAGAIN | libc::EBUSY) => {}
                         _ => log::error!("io_uring_enter failed: {e}"),
@@ -599,6 +629,7 @@ impl Driver {
             let mut inner = self.inner.borrow_mut();
             let reaped = inner.route_completions(&mut wake, &mut late);
             inner.stats.completions += reaped as u64;
+            inner.settle_silent(&mut wake, &mut late);
             reaped
         };
         for w in wake.drain(..) {
@@ -642,19 +673,27 @@ impl Driver {
             if inner.ring.completion().is_empty() {
                 inner.stats.enters += 1;
                 inner.stats.parks += 1;
-                let due = inner.notes.due.len() + std::mem::take(&mut inner.notes.queued_due);
+                let due = inner.notes.due.len();
                 let result = if due > 0 {
                     let timeout = deadline.saturating_duration_since(now).min(DUE_WAIT_CAP);
                     let ts = types::Timespec::from(timeout);
                     let args = types::SubmitArgs::new().timespec(&ts);
-                    inner.ring.submitter().submit_with_args(1 + due, &args)
+                    let queued = inner.ring.submission().len();
+                    (
+                        queued,
+                        inner.ring.submitter().submit_with_args(1 + due, &args),
+                    )
                 } else {
                     inner.set_alarm(now, deadline);
-                    inner.ring.submitter().submit_and_wait(1 + due)
+                    let queued = inner.ring.submission().len();
+                    (queued, inner.ring.submitter().submit_and_wait(1))
                 };
                 match result {
-                    Ok(n) => inner.stats.submitted += n as u64,
-                    Err(e) => match e.raw_os_error() {
+                    (queued, Ok(n)) => {
+                        inner.stats.submitted += n as u64;
+                        inner.notes.entered(queued, n);
+                    }
+                    (_, Err(e)) => match e.raw_os_error() {
                         Some(libc::ETIME | libc::EINTR | libc::EAGAIN | libc::EBUSY) => {}
                         _ => log::error!("io_uring_enter (wait) failed: {e}"),
                     },
@@ -797,6 +836,37 @@ impl Inner {
         }
     }
 
+    /// Completes the silent SENDs (see [`Driver::submit_send_silent`]) that an enter has taken
+    /// in and that posted no CQE: they sent every byte. Called once the CQ is routed; not while
+    /// the kernel holds overflowed CQEs, one of which could be such a SEND's failure.
+    fn settle_silent(&mut self, wake: &mut Vec<Waker>, late: &mut Vec<LateCompletion>) {
+        if self.notes.silent_sent.is_empty() || self.ring.submission().cq_overflow() {
+            return;
+        }
+        let sent = std::mem::take(&mut self.notes.silent_sent);
+        for &(key, len) in &sent {
+            // A SEND whose CQE came is `Done` (or collected and its slot reused: a stale key).
+            if matches!(
+                self.slots.get_mut(key),
+                Some(OpState::Waiting { .. } | OpState::Abandoned(_))
+            ) {
+                complete(
+                    &mut self.slots,
+                    &mut self.in_kernel,
+                    &mut self.notes,
+                    key,
+                    (len, 0),
+                    wake,
+                    late,
+                );
+            }
+        }
+        // The vector goes back for the next batch (no allocation per request).
+        let mut sent = sent;
+        sent.clear();
+        self.notes.silent_sent = sent;
+    }
+
     /// Routes every CQE in the completion queue (see [`dispatch`]); returns how many.
     fn route_completions(
         &mut self,
@@ -848,7 +918,33 @@ fn dispatch(
         return;
     }
     let key = Key::from_user_data(user_data);
-    let (res, flags) = (cqe.result(), cqe.flags());
+    if !complete(
+        slots,
+        in_kernel,
+        notes,
+        key,
+        (cqe.result(), cqe.flags()),
+        wake,
+        late,
+    ) {
+        stats.stale_completions += 1;
+    }
+}
+
+/// Ends the operation of `key` with `(res, flags)`: a waiting one is marked done (its bytes
+/// kept for the collector) and its task woken unless the result is the one it asked to sleep
+/// through; an abandoned one's resources are released. False when the key names no operation
+/// in flight (a stale key: its slot was recycled).
+#[inline]
+fn complete(
+    slots: &mut Slots<OpState>,
+    in_kernel: &mut usize,
+    notes: &mut Notes,
+    key: Key,
+    (res, flags): (i32, u32),
+    wake: &mut Vec<Waker>,
+    late: &mut Vec<LateCompletion>,
+) -> bool {
     match slots.get_mut(key) {
         Some(state @ OpState::Waiting { .. }) => {
             *in_kernel = in_kernel.saturating_sub(1);
@@ -881,8 +977,9 @@ fn dispatch(
             notes.failed_sends.retain(|k| *k != key);
             notes.due.retain(|k| *k != key);
         }
-        Some(OpState::Done { .. }) | None => stats.stale_completions += 1,
+        Some(OpState::Done { .. }) | None => return false,
     }
+    true
 }
 
 /// Pushes `entries` contiguously, flushing the submission queue once if they do not fit.
@@ -901,9 +998,10 @@ unsafe fn push_all(inner: &mut Inner, entries: &mut [squeue::Entry]) -> io::Resu
         }
         if attempt == 0 {
             inner.stats.enters += 1;
-            inner.notes.queued_due = 0;
+            let queued = inner.ring.submission().len();
             let n = inner.ring.submitter().submit()?;
             inner.stats.submitted += n as u64;
+            inner.notes.entered(queued, n);
         }
     }
     Err(io::Error::other("io_uring: submission queue full"))
@@ -1198,8 +1296,12 @@ impl Driver {
         while inner.in_kernel > 0 && std::time::Instant::now() < deadline {
             let ts = types::Timespec::from(Duration::from_millis(10));
             let args = types::SubmitArgs::new().timespec(&ts);
-            let _ = inner.ring.submitter().submit_with_args(1, &args);
+            let queued = inner.ring.submission().len();
+            if let Ok(n) = inner.ring.submitter().submit_with_args(1, &args) {
+                inner.notes.entered(queued, n);
+            }
             inner.route_completions(&mut wake, &mut late);
+            inner.settle_silent(&mut wake, &mut late);
         }
         drop(guard);
         // Futures still alive see their (cancelled) result when next polled.

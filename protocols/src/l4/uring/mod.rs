@@ -499,15 +499,18 @@ impl Stream for UringStream {
         let (ptr, len) = (copy.as_ptr(), len as u32);
         let fd = types::Fd(self.fd.as_raw_fd());
         if self.read_op.is_some() {
-            // MSG_DONTWAIT: the kernel never parks it waiting for room, so its completion is
-            // posted as it is submitted and the loop's wait can count on it (a request this
-            // small almost always fits the socket's buffer; the rest of one that does not is
-            // sent by a second SEND, see `poll_unlinked_send`).
+            // Silent when whole (see `Driver::submit_send_silent`): MSG_DONTWAIT, so the kernel
+            // never parks it waiting for room and it is done when the enter that takes it in
+            // returns; MSG_WAITALL and CQE_SKIP_SUCCESS, so only a send short of whole posts a
+            // CQE (a request this small almost always fits the socket's buffer; the rest of one
+            // that does not is sent by a second SEND, see `poll_unlinked_send`).
             let sqe = opcode::Send::new(fd, ptr, len)
-                .flags(SEND_FLAGS | libc::MSG_DONTWAIT)
-                .build();
+                .flags(SEND_FLAGS | libc::MSG_DONTWAIT | libc::MSG_WAITALL)
+                .build()
+                .flags(squeue::Flags::SKIP_SUCCESS);
+            let whole = i32::try_from(len).unwrap_or(i32::MAX);
             // SAFETY: the SEND reads `copy`'s bytes and nothing else.
-            let key = match unsafe { driver.submit_send_keeping(sqe, copy, true) } {
+            let key = match unsafe { driver.submit_send_silent(sqe, copy, whole) } {
                 Ok(k) => k,
                 Err(e) => return (Err(e), Some(buf)),
             };
@@ -628,7 +631,8 @@ impl Stream for UringStream {
 ///
 /// The first try (MSG_DONTWAIT) may come back short, or refused with EAGAIN, when the socket's
 /// buffer is full: the rest then goes in a second SEND on `fd`, from the bytes its slot kept,
-/// with MSG_WAITALL and without MSG_DONTWAIT (it waits for room, and ends whole or failed).
+/// with MSG_WAITALL and without MSG_DONTWAIT (it waits for room, and ends whole or failed,
+/// posting its completion either way).
 fn poll_unlinked_send(
     send: &mut Option<UnlinkedSend>,
     recv: Option<&InFlight<RecvKeep>>,
@@ -664,7 +668,7 @@ fn poll_unlinked_send(
             .flags(SEND_FLAGS | libc::MSG_WAITALL)
             .build();
         // SAFETY: the SEND reads the last `rest` bytes of `bytes`, which its slot keeps.
-        match unsafe { driver.submit_send_keeping(sqe, bytes, false) } {
+        match unsafe { driver.submit_send_keeping(sqe, bytes) } {
             Ok(key) => {
                 *send = Some(UnlinkedSend {
                     key,
