@@ -94,8 +94,7 @@ enum OpState {
 }
 
 /// The longest wait while completions are due (see [`Driver::wait`]): they come within the
-/// same system call, but one of them may be a SEND refused for want of room, which only its
-/// task can follow up.
+/// same system call, so this only bounds the cost of a mistake.
 const DUE_WAIT_CAP: Duration = Duration::from_millis(1);
 
 struct Inner {
@@ -660,12 +659,10 @@ impl Driver {
     /// count it asked for (the kernel's `cq_timeouts` check), so completions counted as due do
     /// not hold the loop past it.
     ///
-    /// Completions counted as due are waited for on top, so that they do not end the wait
-    /// alone: the SENDs of [`Driver::submit_send_keeping`] (certain to complete during this
-    /// submission) and cancelled watches (see [`InFlight::cancel_due`]). Such a wait keeps a
-    /// timeout of at most [`DUE_WAIT_CAP`]: a due completion that needs its task (a SEND
-    /// refused for want of room, whose rest the task sends) must not leave the loop asleep
-    /// waiting for one more completion that only that task's next step can bring.
+    /// The completions of cancelled watches (see [`InFlight::cancel_due`]) are waited for on
+    /// top, so that they do not end the wait alone; such a wait keeps a timeout of at most
+    /// [`DUE_WAIT_CAP`], in case one were late. (A request's SEND behind a watch needs no such
+    /// count: whole, it posts nothing, see [`Driver::submit_send_silent`].)
     pub(crate) fn wait(&self, now: Instant, deadline: Instant) {
         {
             let mut guard = self.inner.borrow_mut();
