@@ -97,6 +97,9 @@ enum OpState {
 /// same system call, so this only bounds the cost of a mistake.
 const DUE_WAIT_CAP: Duration = Duration::from_millis(1);
 
+/// A bound no wait exceeds, for the one whose alarm could not be set (see `Inner::set_alarm`).
+const IDLE_WAIT_CAP: Duration = Duration::from_secs(1);
+
 struct Inner {
     ring: IoUring,
     slots: Slots<OpState>,
@@ -671,8 +674,9 @@ impl Driver {
                 inner.stats.enters += 1;
                 inner.stats.parks += 1;
                 let due = inner.notes.due.len();
-                let result = if due > 0 {
-                    let timeout = deadline.saturating_duration_since(now).min(DUE_WAIT_CAP);
+                let result = if due > 0 || !inner.set_alarm(now, deadline) {
+                    let cap = if due > 0 { DUE_WAIT_CAP } else { IDLE_WAIT_CAP };
+                    let timeout = deadline.saturating_duration_since(now).min(cap);
                     let ts = types::Timespec::from(timeout);
                     let args = types::SubmitArgs::new().timespec(&ts);
                     let queued = inner.ring.submission().len();
@@ -681,7 +685,6 @@ impl Driver {
                         inner.ring.submitter().submit_with_args(1 + due, &args),
                     )
                 } else {
-                    inner.set_alarm(now, deadline);
                     let queued = inner.ring.submission().len();
                     (queued, inner.ring.submitter().submit_and_wait(1))
                 };
@@ -800,11 +803,11 @@ impl Driver {
 impl Inner {
     /// Makes sure the alarm (see [`Driver::wait`]) goes off by `deadline`: arms it when none is
     /// armed, moves it when it would go off later, and leaves an earlier one alone. The SQE
-    /// goes in with the wait's submission; if it cannot be queued, the alarm stays unset and
-    /// the next wait tries again (the loop's wait then lasts until a completion).
-    fn set_alarm(&mut self, now: Instant, deadline: Instant) {
+    /// goes in with the wait's submission. False when it could not be queued: the alarm stays
+    /// as it was, and that wait bounds itself (the next one tries again).
+    fn set_alarm(&mut self, now: Instant, deadline: Instant) -> bool {
         let moving = match self.notes.alarm {
-            Some(at) if at <= deadline => return,
+            Some(at) if at <= deadline => return true,
             Some(_) => true,
             None => false,
         };
@@ -828,8 +831,12 @@ impl Inner {
             Ok(()) => {
                 self.notes.alarm = Some(deadline);
                 self.stats.alarms += 1;
+                true
             }
-            Err(e) => log::warn!("io_uring: could not set the loop's alarm: {e}"),
+            Err(e) => {
+                log::warn!("io_uring: could not set the loop's alarm: {e}");
+                false
+            }
         }
     }
 

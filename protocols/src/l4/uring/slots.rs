@@ -10,14 +10,15 @@
 /// No key ever encodes to it: slot indices stay below `u32::MAX`.
 pub(crate) const IGNORED_USER_DATA: u64 = u64::MAX;
 
-/// Most slots one table hands out: indices stay below bit 31, which [`Key::send_failure_user_data`]
-/// uses as a tag (and so no key encodes to [`IGNORED_USER_DATA`]).
 /// `user_data` of the lean loop's alarm (an IORING_OP_TIMEOUT, see `Driver::wait`).
 ///
-/// No key encodes to it either: its index half has bit 31 set, which no slot index has.
+/// No key encodes to it either, tagged or not (see [`MAX_SLOTS`]).
 pub(crate) const TIMER_USER_DATA: u64 = u64::MAX - 1;
 
-const MAX_SLOTS: usize = (1 << 31) - 1;
+/// Most slots one table hands out: indices stay below bit 31, which [`Key::send_failure_user_data`]
+/// uses as a tag (and so no key encodes to [`IGNORED_USER_DATA`]), and below `2^31 - 2`, so that
+/// no tagged key, whatever its generation, encodes to [`TIMER_USER_DATA`] either.
+const MAX_SLOTS: usize = (1 << 31) - 2;
 
 /// The tag bit in the index half of a `user_data`: "the SEND linked before this operation failed".
 const SEND_FAILURE_TAG: u64 = 1 << 31;
