@@ -346,12 +346,11 @@ impl Driver {
         // SAFETY: the entry points into `keep`, which moves into the slot (a boxed slice's
         // bytes do not move with it) and stays there until the final completion (or is leaked
         // with the ring).
-        let key = unsafe {
+        unsafe {
             self.submit_labelled(&mut entries, Some(keep), |key, entries| {
                 entries[0].set_user_data(key.to_user_data());
             })
-        }?;
-        Ok(key)
+        }
     }
 
     /// [`Driver::submit_send_keeping`] for a SEND of `len` bytes that posts no completion when
@@ -601,21 +600,16 @@ impl Driver {
             };
             let mut submitted = 0;
             if queued > 0 || taskrun || overflow {
-                inner.stats.enters += 1;
                 // GETEVENTS runs the deferred completions; the crate adds it when TASKRUN or
                 // overflow is flagged, and completions of the SQEs issued inline are posted
                 // during the submit itself.
-                match inner.ring.submitter().submit_and_wait(0) {
-                    Ok(n) => {
-                        submitted = n;
-                        inner.notes.entered(queued, n);
-                    }
+                match inner.enter(|s| s.submit_and_wait(0)) {
+                    Ok(n) => submitted = n,
                     Err(e) => match e.raw_os_error() {
                         Some(libc::EINTR | libc::EAGAIN | libc::EBUSY) => {}
                         _ => log::error!("io_uring_enter failed: {e}"),
                     },
                 }
-                inner.stats.submitted += submitted as u64;
             }
             submitted
         };
@@ -671,7 +665,6 @@ impl Driver {
             let mut guard = self.inner.borrow_mut();
             let inner = &mut *guard;
             if inner.ring.completion().is_empty() {
-                inner.stats.enters += 1;
                 inner.stats.parks += 1;
                 let due = inner.notes.due.len();
                 let result = if due > 0 || !inner.set_alarm(now, deadline) {
@@ -679,24 +672,15 @@ impl Driver {
                     let timeout = deadline.saturating_duration_since(now).min(cap);
                     let ts = types::Timespec::from(timeout);
                     let args = types::SubmitArgs::new().timespec(&ts);
-                    let queued = inner.ring.submission().len();
-                    (
-                        queued,
-                        inner.ring.submitter().submit_with_args(1 + due, &args),
-                    )
+                    inner.enter(|s| s.submit_with_args(1 + due, &args))
                 } else {
-                    let queued = inner.ring.submission().len();
-                    (queued, inner.ring.submitter().submit_and_wait(1))
+                    inner.enter(|s| s.submit_and_wait(1))
                 };
-                match result {
-                    (queued, Ok(n)) => {
-                        inner.stats.submitted += n as u64;
-                        inner.notes.entered(queued, n);
-                    }
-                    (_, Err(e)) => match e.raw_os_error() {
+                if let Err(e) = result {
+                    match e.raw_os_error() {
                         Some(libc::ETIME | libc::EINTR | libc::EAGAIN | libc::EBUSY) => {}
                         _ => log::error!("io_uring_enter (wait) failed: {e}"),
-                    },
+                    }
                 }
             }
         }
@@ -801,6 +785,23 @@ impl Driver {
 }
 
 impl Inner {
+    /// Enters the ring with `enter` (one submitting call of its `Submitter`) and books what it
+    /// took in: the SQEs submitted and, when it took in all that was queued, the silent SENDs
+    /// among them (see [`Notes::entered`]).
+    fn enter(
+        &mut self,
+        enter: impl FnOnce(&io_uring::Submitter<'_>) -> io::Result<usize>,
+    ) -> io::Result<usize> {
+        self.stats.enters += 1;
+        let queued = self.ring.submission().len();
+        let result = enter(&self.ring.submitter());
+        if let Ok(n) = result {
+            self.stats.submitted += n as u64;
+            self.notes.entered(queued, n);
+        }
+        result
+    }
+
     /// Makes sure the alarm (see [`Driver::wait`]) goes off by `deadline`: arms it when none is
     /// armed, moves it when it would go off later, and leaves an earlier one alone. The SQE
     /// goes in with the wait's submission. False when it could not be queued: the alarm stays
@@ -847,27 +848,21 @@ impl Inner {
         if self.notes.silent_sent.is_empty() || self.ring.submission().cq_overflow() {
             return;
         }
-        let sent = std::mem::take(&mut self.notes.silent_sent);
-        for &(key, len) in &sent {
-            // A SEND whose CQE came is `Done` (or collected and its slot reused: a stale key).
-            if matches!(
-                self.slots.get_mut(key),
-                Some(OpState::Waiting { .. } | OpState::Abandoned(_))
-            ) {
-                complete(
-                    &mut self.slots,
-                    &mut self.in_kernel,
-                    &mut self.notes,
-                    key,
-                    (len, 0),
-                    wake,
-                    late,
-                );
-            }
+        let mut sent = std::mem::take(&mut self.notes.silent_sent);
+        for (key, len) in sent.drain(..) {
+            // A SEND whose CQE came is `Done` (or collected and its slot reused: a stale key),
+            // which `complete` leaves alone.
+            complete(
+                &mut self.slots,
+                &mut self.in_kernel,
+                &mut self.notes,
+                key,
+                (len, 0),
+                wake,
+                late,
+            );
         }
         // The vector goes back for the next batch (no allocation per request).
-        let mut sent = sent;
-        sent.clear();
         self.notes.silent_sent = sent;
     }
 
@@ -1001,11 +996,7 @@ unsafe fn push_all(inner: &mut Inner, entries: &mut [squeue::Entry]) -> io::Resu
             }
         }
         if attempt == 0 {
-            inner.stats.enters += 1;
-            let queued = inner.ring.submission().len();
-            let n = inner.ring.submitter().submit()?;
-            inner.stats.submitted += n as u64;
-            inner.notes.entered(queued, n);
+            inner.enter(|s| s.submit())?;
         }
     }
     Err(io::Error::other("io_uring: submission queue full"))
@@ -1281,7 +1272,7 @@ impl Driver {
         if inner.in_kernel == 0 {
             // Nothing to cancel; queued operations nobody waits for (closes) still go in.
             if !inner.ring.submission().is_empty() {
-                if let Err(e) = inner.ring.submitter().submit() {
+                if let Err(e) = inner.enter(|s| s.submit()) {
                     log::warn!("io_uring: could not submit the last operations: {e}");
                 }
             }
@@ -1300,10 +1291,7 @@ impl Driver {
         while inner.in_kernel > 0 && std::time::Instant::now() < deadline {
             let ts = types::Timespec::from(Duration::from_millis(10));
             let args = types::SubmitArgs::new().timespec(&ts);
-            let queued = inner.ring.submission().len();
-            if let Ok(n) = inner.ring.submitter().submit_with_args(1, &args) {
-                inner.notes.entered(queued, n);
-            }
+            let _ = inner.enter(|s| s.submit_with_args(1, &args));
             inner.route_completions(&mut wake, &mut late);
             inner.settle_silent(&mut wake, &mut late);
         }

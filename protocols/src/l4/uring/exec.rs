@@ -93,6 +93,15 @@ fn with_current<R>(f: impl FnOnce(&Exec) -> R) -> Option<R> {
     (!exec.is_null()).then(|| f(unsafe { &*exec }))
 }
 
+/// Runs `f` on this thread's running executor; `caller` names what needs one in the panic
+/// when none runs.
+fn with_running<R>(caller: &str, f: impl FnOnce(&Exec) -> R) -> R {
+    match with_current(f) {
+        Some(r) => r,
+        None => panic!("{caller} outside uring::exec::block_on"),
+    }
+}
+
 /// Whether a lean executor is running on this thread.
 pub fn is_running() -> bool {
     !EXEC.with(Cell::get).is_null()
@@ -374,13 +383,10 @@ fn spawn_boxed(fut: BoxFuture, caller: &str) {
         slot: Cell::new(0),
         home: home(),
     });
-    let spawned = with_current(|exec| {
+    with_running(caller, |exec| {
         exec.register(Rc::clone(&task));
         exec.ready.borrow_mut().push_back(task);
     });
-    if spawned.is_none() {
-        panic!("{caller} outside uring::exec::block_on");
-    }
 }
 
 struct JoinState<T> {
@@ -483,7 +489,7 @@ impl Future for Sleep {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = &mut *self;
-        let due = with_current(|exec| {
+        let due = with_running("uring::exec::sleep polled", |exec| {
             // The loop's clock: the loop fires timers against the same reading.
             let now = exec.now.get();
             if now >= this.deadline {
@@ -497,13 +503,11 @@ impl Future for Sleep {
             }
             false
         });
-        match due {
-            Some(true) => {
-                self.disarm();
-                Poll::Ready(())
-            }
-            Some(false) => Poll::Pending,
-            None => panic!("uring::exec::sleep polled outside uring::exec::block_on"),
+        if due {
+            self.disarm();
+            Poll::Ready(())
+        } else {
+            Poll::Pending
         }
     }
 }
