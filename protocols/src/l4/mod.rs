@@ -94,11 +94,10 @@ pub trait Stream: 'static {
     /// write to that read and lets the kernel report only a failed or short write, so a
     /// request/response exchange waits for one completion instead of two (or, when a read is
     /// already waiting, as behind [`Stream::watch_idle`], sends alone and collects the write's
-    /// completion with the read's). A failure of the write
-    /// may therefore be reported by the next read (as `BrokenPipe` carrying
-    /// [`LastWriteFailed`]). The buffer comes back when the stream no longer needs it (its bytes
-    /// were copied, or written), so that the caller can reuse it. The default writes with
-    /// [`Stream::write_all`].
+    /// outcome with the read's). A failure of the write may therefore be reported by the next
+    /// read (as `BrokenPipe` carrying [`LastWriteFailed`]). The buffer comes back when the
+    /// stream no longer needs it (its bytes were copied, or written), so that the caller can
+    /// reuse it. The default writes with [`Stream::write_all`].
     ///
     /// # Errors
     /// As [`Stream::write_all`], now or from the next read.

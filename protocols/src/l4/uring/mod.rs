@@ -136,9 +136,10 @@ pub struct UringStream {
     /// `read_op` is linked behind a SEND from [`Stream::write_last`] that reports only failure.
     linked_send: bool,
     /// The SEND of a [`Stream::write_last`] queued while a RECV was already waiting (the RECV
-    /// of an idle watch): not linked, so it posts its own completion. Its slot owns the copy of
-    /// the bytes (the stream stays small: it moves in and out of the pool at every request).
-    /// The next `read` waits for it and reports its failure.
+    /// of an idle watch): not linked, so the driver settles it (see
+    /// `Driver::submit_send_silent`). Its slot owns the copy of the bytes (the stream stays
+    /// small: it moves in and out of the pool at every request). The next `read` waits for it
+    /// and reports its failure.
     unlinked_send: Option<UnlinkedSend>,
     /// No read follows ([`Stream::no_more_reads`]): writes queue no RECV ahead.
     no_read_ahead: bool,
@@ -469,10 +470,10 @@ impl Stream for UringStream {
     /// writes when there is no buffer ring, use [`Stream::write_all`].
     ///
     /// When a RECV already waits (the idle watch of [`Stream::watch_idle`], or a read ahead),
-    /// the SEND goes alone, without CQE_SKIP_SUCCESS: nothing after it would prove it done, so
-    /// it posts its own completion and owns the copy until then. The next `read` waits for both
-    /// and reports the SEND's failure as above. A POLL_ADD watch is cancelled first, in the same
-    /// batch.
+    /// the SEND goes alone, unlinked, with MSG_DONTWAIT: it is done when the `io_uring_enter`
+    /// that takes it in returns, posts a completion only when short of whole, and its slot owns
+    /// the copy until the driver settles it. The next `read` waits for both and reports the
+    /// SEND's failure as above. A POLL_ADD watch is cancelled first, in the same batch.
     async fn write_last<B: StableBuf>(&mut self, buf: B) -> (io::Result<()>, Option<B>) {
         let len = buf.bytes().len();
         if len == 0 {
