@@ -103,6 +103,75 @@ fn give_back(mut buf: Vec<u8>, full: bool) {
     });
 }
 
+/// Largest capacity a small vector may have to be kept by [`recycle_vec`].
+const SMALL_VEC_MAX: usize = 4096;
+
+/// Small vectors kept per thread; beyond it a returned one is freed.
+const MAX_SMALL_VECS: usize = 256;
+
+thread_local! {
+    static SMALL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty vector with room for at least `min` bytes, from this thread's small vectors when
+/// there is one (see [`recycle_vec`]): for the short-lived heads and copies of a request, which
+/// otherwise cost a `malloc` and a `free` each.
+pub fn spare_vec(min: usize) -> Vec<u8> {
+    let mut v = SMALL
+        .try_with(|s| s.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    v.reserve(min);
+    v
+}
+
+/// Gives `v` back for [`spare_vec`] to hand out again; a vector with more than 4 KiB of room,
+/// or none, is simply freed, as is one past the 256 this thread keeps.
+pub fn recycle_vec(mut v: Vec<u8>) {
+    if v.capacity() == 0 || v.capacity() > SMALL_VEC_MAX {
+        return;
+    }
+    v.clear();
+    let _ = SMALL.try_with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < MAX_SMALL_VECS {
+            s.push(v);
+        }
+    });
+}
+
+/// A copy of a small outgoing message that a SEND's slot owns for the kernel while the caller
+/// keeps (and reuses) its own buffer. Its vector comes from and goes back to this thread's
+/// small vectors (see [`spare_vec`]): two copies per proxied request, each a `malloc` and a
+/// `free` when they were boxed slices.
+pub(crate) struct SendCopy(Vec<u8>);
+
+impl SendCopy {
+    /// A copy of `bytes`.
+    pub(crate) fn of(bytes: &[u8]) -> SendCopy {
+        let mut v = spare_vec(bytes.len());
+        v.extend_from_slice(bytes);
+        SendCopy(v)
+    }
+}
+
+impl Deref for SendCopy {
+    type Target = [u8];
+
+    /// The copied bytes: on the heap, never reallocated, so a pointer into them stays valid
+    /// however the `SendCopy` moves.
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for SendCopy {
+    fn drop(&mut self) {
+        recycle_vec(std::mem::take(&mut self.0));
+    }
+}
+
 /// Bytes read from a stream, in a buffer the transport chose.
 ///
 /// Dereferences to the unconsumed bytes; [`IoBuf::advance`] consumes from the front. Dropping it
