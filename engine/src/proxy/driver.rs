@@ -19,7 +19,7 @@ use ringway_protocols::http::v1::{
     BodyDecoder, BodyEncoder, BodyFraming, HttpError, Limits, Parsed, RequestHead, ResponseHead,
     Version,
 };
-use ringway_protocols::l4::{recycle_vec, spare_vec, Backend, IoBuf, LastWriteFailed, Stream};
+use ringway_protocols::l4::{Backend, IoBuf, LastWriteFailed, Stream};
 
 use super::error::{Error, ErrorKind, Result, Retry, Side};
 use super::panic::{guard, guard_sync, payload_str};
@@ -783,8 +783,7 @@ async fn exchange<B: Backend, P: ProxyHttp>(
         (None, BodyFraming::Length(n)) => BodyFraming::Length(*n),
         (None, _) => BodyFraming::Chunked,
     };
-    // From this thread's small vectors, and back to them at the end of `relay_response`.
-    let mut out = spare_vec(512);
+    let mut out = Vec::with_capacity(512);
     encode_request_head(
         &up_req,
         &up_framing,
@@ -1234,7 +1233,6 @@ async fn relay_response<S: Stream, P: ProxyHttp>(
             let back =
                 send_response(&mut down.stream, std::mem::take(&mut out), last, settings).await?;
             if last {
-                out = back.unwrap_or_default();
                 break;
             }
             out = back.unwrap_or_default();
@@ -1262,7 +1260,6 @@ async fn relay_response<S: Stream, P: ProxyHttp>(
             }
         }
     }
-    recycle_vec(out);
     Ok(Clean {
         downstream_ok: !excess,
         upstream_ok: !excess && !eof,

@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-pub use buf::{pool_stats, recycle_vec, spare_vec, IoBuf, PoolStats, READ_BUF_SIZE};
+pub use buf::{pool_stats, IoBuf, PoolStats, READ_BUF_SIZE};
 
 /// A buffer whose bytes stay at one address for as long as it is owned, whoever holds it.
 ///

@@ -27,7 +27,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use super::bufring::BufRing;
 use super::slots::{Key, Slots, IGNORED_USER_DATA, TIMER_USER_DATA};
 use super::UringStats;
-use crate::l4::buf::{IoBuf, SendCopy};
+use crate::l4::buf::IoBuf;
 
 /// Submission queue entries per ring; a full queue is flushed early by the operation that
 /// found it full.
@@ -55,7 +55,7 @@ type LateCompletion = (Box<dyn Abandoned>, i32, u32);
 
 /// A collected SEND of [`Driver::submit_send_keeping`]: `res`, `flags` and the bytes its slot
 /// kept.
-type KeptSendResult = (i32, u32, Option<SendCopy>);
+type KeptSendResult = (i32, u32, Option<Box<[u8]>>);
 
 /// What an abandoned operation that points at no memory leaves in its slot.
 pub(crate) struct NoResources;
@@ -64,7 +64,7 @@ impl Abandoned for NoResources {}
 
 /// Bytes a slot owned for its operation ([`Driver::submit_send_keeping`]), with the resources of
 /// the future that abandoned it.
-struct KeptBytes(#[allow(dead_code)] SendCopy, Box<dyn Abandoned>);
+struct KeptBytes(#[allow(dead_code)] Box<[u8]>, Box<dyn Abandoned>);
 
 impl Abandoned for KeptBytes {
     fn late_completion(self: Box<Self>, res: i32) {
@@ -80,14 +80,14 @@ enum OpState {
     Waiting {
         waker: Option<Waker>,
         quiet_on: Option<i32>,
-        keep: Option<SendCopy>,
+        keep: Option<Box<[u8]>>,
     },
     /// The CQE arrived; the future has not collected it yet. `keep` as in `Waiting`, handed to
     /// the collector (who may send the rest of a short send from it).
     Done {
         res: i32,
         flags: u32,
-        keep: Option<SendCopy>,
+        keep: Option<Box<[u8]>>,
     },
     /// The future was dropped; the slot keeps its resources until the final CQE.
     Abandoned(Box<dyn Abandoned>),
@@ -340,10 +340,10 @@ impl Driver {
     pub(crate) unsafe fn submit_send_keeping(
         &self,
         entry: squeue::Entry,
-        keep: SendCopy,
+        keep: Box<[u8]>,
     ) -> io::Result<Key> {
         let mut entries = [entry];
-        // SAFETY: the entry points into `keep`, which moves into the slot (a `SendCopy`'s
+        // SAFETY: the entry points into `keep`, which moves into the slot (a boxed slice's
         // bytes do not move with it) and stays there until the final completion (or is leaked
         // with the ring).
         unsafe {
@@ -369,7 +369,7 @@ impl Driver {
     pub(crate) unsafe fn submit_send_silent(
         &self,
         entry: squeue::Entry,
-        keep: SendCopy,
+        keep: Box<[u8]>,
         len: i32,
     ) -> io::Result<Key> {
         // SAFETY: forwarded from the caller's contract.
@@ -410,7 +410,7 @@ impl Driver {
     unsafe fn submit_labelled(
         &self,
         entries: &mut [squeue::Entry],
-        keep: Option<SendCopy>,
+        keep: Option<Box<[u8]>>,
         label: impl FnOnce(Key, &mut [squeue::Entry]),
     ) -> io::Result<Key> {
         let mut inner = self.inner.borrow_mut();
@@ -852,7 +852,7 @@ impl Inner {
         for (key, len) in sent.drain(..) {
             // A SEND whose CQE came is `Done` (or collected and its slot reused: a stale key),
             // which `complete` leaves alone.
-            complete(
+            let settled = complete(
                 &mut self.slots,
                 &mut self.in_kernel,
                 &mut self.notes,
@@ -861,6 +861,14 @@ impl Inner {
                 wake,
                 late,
             );
+            if settled {
+                // Sent whole: nothing of it is sent again, so its copy is freed now rather than
+                // when the stream next polls, which for a connection left idle after its
+                // response may be minutes away.
+                if let Some(OpState::Done { keep, .. }) = self.slots.get_mut(key) {
+                    drop(keep.take());
+                }
+            }
         }
         // The vector goes back for the next batch (no allocation per request).
         self.notes.silent_sent = sent;

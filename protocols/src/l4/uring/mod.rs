@@ -39,7 +39,7 @@ use io_uring::{opcode, squeue, types};
 
 use self::driver::{Abandoned, InFlight, NoResources};
 use self::slots::{Key, IGNORED_USER_DATA};
-use super::buf::{IoBuf, SendCopy, READ_BUF_SIZE};
+use super::buf::{IoBuf, READ_BUF_SIZE};
 use super::{Backend, LastWriteFailed, Listener, StableBuf, Stream};
 
 /// The shortest connect timeout honoured; shorter ones are raised to it.
@@ -119,7 +119,7 @@ enum RecvKeep {
     /// this RECV completes (a hard link starts its next operation only after the previous one
     /// ended, whatever its outcome; a failed SEND is reported separately, see
     /// `Driver::submit_send_then_recv`).
-    RingAfterSend(#[allow(dead_code)] SendCopy),
+    RingAfterSend(#[allow(dead_code)] Box<[u8]>),
     /// Not a RECV: the POLL_ADD (POLLIN) of [`Stream::watch_idle`] on a core without a
     /// provided-buffer ring, which completes when the peer sends bytes or closes, and holds
     /// nothing while it waits.
@@ -496,7 +496,7 @@ impl Stream for UringStream {
             let (r, b) = self.write_all(buf).await;
             return (r, Some(b));
         }
-        let copy = SendCopy::of(buf.bytes());
+        let copy: Box<[u8]> = buf.bytes().into();
         let (ptr, len) = (copy.as_ptr(), len as u32);
         let fd = types::Fd(self.fd.as_raw_fd());
         if self.read_op.is_some() {
@@ -534,8 +534,8 @@ impl Stream for UringStream {
                 .build()
                 .flags(squeue::Flags::BUFFER_SELECT),
         ];
-        // SAFETY: the SEND reads `copy`'s bytes (on the heap: they do not move with it), and
-        // the copy goes into the RECV's resources below, which live until the RECV's final
+        // SAFETY: the SEND reads `copy`'s bytes (a boxed slice: they do not move with it), and
+        // the box goes into the RECV's resources below, which live until the RECV's final
         // completion, which comes after the SEND's end (see RecvKeep::RingAfterSend). The RECV
         // writes into a ring buffer the kernel picks.
         let key = match unsafe { driver.submit_send_then_recv(&mut sqes) } {
