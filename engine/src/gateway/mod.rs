@@ -56,6 +56,9 @@ pub const MAX_CAP_WAIT: Duration = Duration::from_millis(100);
 /// ```
 pub struct GatewayShared {
     routes: Vec<RouteConf>,
+    /// Whether any route names a host: when none does, a request's Host is never looked at
+    /// for routing (a lookup and a UTF-8 check, about 260 instructions per request).
+    routes_by_host: bool,
     upstreams: Vec<SharedUpstream>,
     _control: Option<ControlPlane>,
 }
@@ -124,6 +127,7 @@ impl GatewayShared {
         let control = ControlPlane::start(plans)?;
         Ok(Arc::new(GatewayShared {
             routes: config.routes.clone(),
+            routes_by_host: config.routes.iter().any(|r| r.host.is_some()),
             upstreams,
             _control: control,
         }))
@@ -257,7 +261,12 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut GatewayCtx) -> Result<bool> {
         let req = session.req_header();
-        ctx.upstream = self.route(req.headers.get_str("host"), route::target_path(req));
+        let host = if self.shared.routes_by_host {
+            req.headers.get_str("host")
+        } else {
+            None
+        };
+        ctx.upstream = self.route(host, route::target_path(req));
         if ctx.upstream.is_none() {
             session.respond(404, Headers::new(), b"no route\n".to_vec());
             return Ok(true);
@@ -420,7 +429,8 @@ pub fn append_forwarded_for(headers: &mut Headers, ip: std::net::IpAddr) {
     };
     match joined {
         Some(v) => headers.insert("X-Forwarded-For", v),
-        None => headers.insert("X-Forwarded-For", ip),
+        // None to replace: no second search of the fields.
+        None => headers.append("X-Forwarded-For", ip),
     }
 }
 
