@@ -852,23 +852,19 @@ impl Inner {
         for (key, len) in sent.drain(..) {
             // A SEND whose CQE came is `Done` (or collected and its slot reused: a stale key),
             // which `complete` leaves alone.
-            let settled = complete(
+            // Sent whole: nothing of it is sent again, so its copy is freed now rather than
+            // when the stream next polls, which for a connection left idle after its response
+            // may be minutes away.
+            complete(
                 &mut self.slots,
                 &mut self.in_kernel,
                 &mut self.notes,
                 key,
                 (len, 0),
+                false,
                 wake,
                 late,
             );
-            if settled {
-                // Sent whole: nothing of it is sent again, so its copy is freed now rather than
-                // when the stream next polls, which for a connection left idle after its
-                // response may be minutes away.
-                if let Some(OpState::Done { keep, .. }) = self.slots.get_mut(key) {
-                    drop(keep.take());
-                }
-            }
         }
         // The vector goes back for the next batch (no allocation per request).
         self.notes.silent_sent = sent;
@@ -931,6 +927,7 @@ fn dispatch(
         notes,
         key,
         (cqe.result(), cqe.flags()),
+        true,
         wake,
         late,
     ) {
@@ -938,44 +935,40 @@ fn dispatch(
     }
 }
 
-/// Ends the operation of `key` with `(res, flags)`: a waiting one is marked done (its bytes
-/// kept for the collector) and its task woken unless the result is the one it asked to sleep
-/// through; an abandoned one's resources are released. False when the key names no operation
-/// in flight (a stale key: its slot was recycled).
+/// Ends the operation of `key` with `(res, flags)`: a waiting one is marked done and its task
+/// woken unless the result is the one it asked to sleep through; the bytes its slot kept go to
+/// whoever collects the result with `keep_bytes` (a short send's rest is sent from them), and
+/// are freed now without. An abandoned one's resources are released. False when the key names
+/// no operation in flight (a stale key: its slot was recycled).
 #[inline]
+#[allow(clippy::too_many_arguments)]
 fn complete(
     slots: &mut Slots<OpState>,
     in_kernel: &mut usize,
     notes: &mut Notes,
     key: Key,
     (res, flags): (i32, u32),
+    keep_bytes: bool,
     wake: &mut Vec<Waker>,
     late: &mut Vec<LateCompletion>,
 ) -> bool {
-    match slots.get_mut(key) {
-        Some(state @ OpState::Waiting { .. }) => {
+    let Some(state) = slots.get_mut(key) else {
+        return false;
+    };
+    match state {
+        OpState::Waiting {
+            waker,
+            quiet_on,
+            keep,
+        } => {
             *in_kernel = in_kernel.saturating_sub(1);
-            let done = OpState::Done {
-                res,
-                flags,
-                keep: None,
-            };
-            if let OpState::Waiting {
-                waker,
-                quiet_on,
-                keep,
-            } = std::mem::replace(state, done)
-            {
-                // The bytes the slot kept go to whoever collects the result.
-                if let OpState::Done { keep: k, .. } = state {
-                    *k = keep;
-                }
-                if let Some(w) = waker.filter(|_| quiet_on != Some(res)) {
-                    wake.push(w);
-                }
+            if let Some(w) = waker.take().filter(|_| *quiet_on != Some(res)) {
+                wake.push(w);
             }
+            let keep = keep.take().filter(|_| keep_bytes);
+            *state = OpState::Done { res, flags, keep };
         }
-        Some(OpState::Abandoned(_)) => {
+        OpState::Abandoned(_) => {
             *in_kernel = in_kernel.saturating_sub(1);
             if let Some(OpState::Abandoned(resources)) = slots.remove(key) {
                 late.push((resources, res, flags));
@@ -984,7 +977,7 @@ fn complete(
             notes.failed_sends.retain(|k| *k != key);
             notes.due.retain(|k| *k != key);
         }
-        Some(OpState::Done { .. }) | None => return false,
+        OpState::Done { .. } => return false,
     }
     true
 }
