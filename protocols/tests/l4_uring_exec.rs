@@ -211,8 +211,8 @@ fn a_last_write_the_socket_cannot_take_at_once_is_finished_by_a_second_send() {
             stream.watch_idle();
             let before = uring::stats().short_sends;
             // 2. The socket's buffers filled behind the ring's back: the request's first try
-            //    (MSG_DONTWAIT, counted on by the loop's wait) is refused at once, and the loop
-            //    sleeps on: a second SEND waits for room.
+            //    (MSG_DONTWAIT, silent only when whole) is refused at once and posts its
+            //    completion: a second SEND waits for room.
             tell_filled
                 .send(fill_send_buffer(stream.as_raw_fd()).await)
                 .unwrap();
