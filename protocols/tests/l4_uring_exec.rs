@@ -212,22 +212,35 @@ fn a_last_write_the_socket_cannot_take_at_once_is_finished_by_a_second_send() {
             let before = uring::stats().short_sends;
             // 2. The socket's buffers filled behind the ring's back: the request's first try
             //    (MSG_DONTWAIT, silent only when whole) is refused at once and posts its
-            //    completion: a second SEND waits for room.
-            tell_filled
-                .send(fill_send_buffer(stream.as_raw_fd()).await)
-                .unwrap();
+            //    completion: a second SEND waits for room. The peer is told to drain only once
+            //    the refusal is counted: told earlier, it can make room before the first try
+            //    (it did, on a busy two-core CI machine), and the first try goes whole.
+            let filled = fill_send_buffer(stream.as_raw_fd()).await;
+            let teller = rt::spawn_local(async move {
+                // Bounded: should the first try ever go whole, the count below says so.
+                for _ in 0..5_000 {
+                    if uring::stats().short_sends != before {
+                        break;
+                    }
+                    rt::sleep(Duration::from_millis(1)).await;
+                }
+                tell_filled.send(filled).unwrap();
+            });
             stream.write_last(vec![1u8; 512]).await.0.unwrap();
-            // 3. The peer drains; the second SEND completes and the pong is read, promptly: a
-            //    wait that still counted on the refused first try's completion would sleep on
-            //    until the loop's next timer, here this read's own timeout.
+            // 3. The read finds the first try refused (the count the teller waits for) and
+            //    queues the second SEND; the peer drains; the SEND completes and the pong is
+            //    read, promptly: a wait that still counted on the refused first try's
+            //    completion would sleep on until the loop's next timer, here this read's own
+            //    timeout (the teller's last sleep ended before the peer was told).
             let mut got = Vec::new();
             rt::timeout(
-                Duration::from_millis(800),
+                Duration::from_secs(2),
                 read_at_least(&mut stream, &mut got, 4),
             )
             .await
             .expect("the loop slept on after the first try came back refused");
             assert_eq!(got, b"pong");
+            teller.await.unwrap();
             uring::stats().short_sends - before
         })
         .unwrap()
