@@ -1,5 +1,5 @@
-//! The `ringway` binary's lifecycle: `check` exit codes, `serve` answering, and SIGTERM
-//! draining an in-flight request before a clean exit 0.
+//! The `ringway` binary's lifecycle: `check` exit codes, `serve` answering, SIGTERM draining
+//! an in-flight request before a clean exit 0, and an idle server sleeping without timers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
@@ -183,6 +183,77 @@ fn serve_proxies_through_the_binary() {
     let mut c = Client::connect(addr);
     for _ in 0..5 {
         assert_eq!(c.request("GET", &get("/")).unwrap().status(), 200);
+    }
+}
+
+/// Voluntary context switches of each of `pid`'s threads (a thread blocks, then something
+/// wakes it: one per wake-up).
+fn voluntary_switches(pid: u32) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let dir = task.unwrap().path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let status = std::fs::read_to_string(dir.join("status")).unwrap_or_default();
+        let n = status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        out.push((format!("{} {}", dir.display(), name.trim()), n));
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn an_idle_server_sleeps_until_something_happens() {
+    for io in ["uring", "glommio"] {
+        // 1. The binary on one core, with an upstream it has not used yet.
+        let o = ringway_tests::origin();
+        let addr = free_port();
+        let cfg = write_config(
+            &format!("idle-{io}.toml"),
+            &format!("[server]\ncpus = [0]\nio = \"{io}\"\n[[listeners]]\naddress = \"{addr}\"\n[[upstreams]]\nname = \"a\"\npeers = [\"{}\"]\n[[routes]]\nupstream = \"a\"\n", o.addr()),
+        );
+        let child = Proc(
+            Command::new(BIN)
+                .args(["serve", "--config"])
+                .arg(&cfg)
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let pid = child.0.id();
+        // 2. Serving (a connection accepted and closed), then left alone.
+        wait_listening(addr);
+        std::thread::sleep(Duration::from_millis(300));
+        let before = voluntary_switches(pid);
+        std::thread::sleep(Duration::from_millis(1500));
+        let after = voluntary_switches(pid);
+        // 3. No thread woke: no tick on the cores (the control plane rings them), none on the
+        //    control thread (it sleeps in poll on its signals and the cores' doorbell).
+        let woke: Vec<_> = before
+            .iter()
+            .zip(&after)
+            .filter(|(b, a)| a.1 != b.1)
+            .map(|(b, a)| format!("{}: {} wake-ups", b.0, a.1 - b.1))
+            .collect();
+        assert!(woke.is_empty(), "io = {io}: {woke:?}");
+        // 4. And it still serves, and stops at once on SIGTERM.
+        let mut c = Client::connect(addr);
+        assert_eq!(c.request("GET", &get("/")).unwrap().status(), 200);
+        drop(c);
+        let sent = Instant::now();
+        // SAFETY: signalling our own child by pid.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
+        let mut child = child;
+        let status = child.0.wait().unwrap();
+        assert!(status.success(), "io = {io}: {status:?}");
+        assert!(
+            sent.elapsed() < Duration::from_secs(2),
+            "io = {io}: exited {:?} after SIGTERM",
+            sent.elapsed()
+        );
     }
 }
 

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use crate::l4::uring::exec;
 
+mod doorbell;
+pub use doorbell::Doorbell;
+
 /// A spawned task's handle: await it for the output, or [`JoinHandle::detach`] it.
 pub enum JoinHandle<T> {
     /// A glommio task (dropping it cancels the task).

@@ -1,6 +1,6 @@
 //! Connection-level resilience: 2,000 idle connections do not stop fresh requests, connect and
-//! close churn leaves no descriptor behind, and the per-core connection cap pauses accepting
-//! without refusing or spinning.
+//! close churn leaves no descriptor behind, the per-core connection cap pauses accepting
+//! without refusing or spinning, and the connection counters are current when read.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
@@ -143,4 +143,34 @@ fn the_connection_cap_pauses_accepting_until_a_slot_frees_on() {
     drop(held.pop());
     assert_eq!(waiting.join().unwrap(), Some(200));
     assert!(eventually(|| gw.stats().total(|c| c.accepted) == 5));
+}
+
+#[test]
+fn connection_counters_are_current_when_read() {
+    for_each_backend(connection_counters_are_current_when_read_on);
+}
+
+fn connection_counters_are_current_when_read_on() {
+    let o = origin();
+    let gw = gateway(&gateway_config(&[o.addr()], ""));
+    let addr = gw.local_addrs()[0];
+    let before = gw.stats();
+    // Three connections, each answered: each was accepted before its response was written.
+    let clients: Vec<Client> = (0..3)
+        .map(|_| {
+            let mut c = Client::connect(addr);
+            assert_eq!(c.request("GET", &get("/")).unwrap().status(), 200);
+            c
+        })
+        .collect();
+    // Read at once, not eventually: the cores publish when asked (a tick would lag).
+    let now = gw.stats();
+    assert_eq!(
+        now.total(|c| c.accepted) - before.total(|c| c.accepted),
+        3,
+        "{now:?}"
+    );
+    assert_eq!(now.total(|c| c.active), 3, "{now:?}");
+    drop(clients);
+    assert!(eventually(|| gw.stats().total(|c| c.active) == 0));
 }

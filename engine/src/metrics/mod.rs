@@ -1,5 +1,5 @@
 //! Per-core counters and a latency histogram, written only by their core, published as
-//! snapshots off the request path (the core's tick) and merged when read.
+//! snapshots off the request path (when the control plane asks for them) and merged when read.
 
 pub mod admin;
 

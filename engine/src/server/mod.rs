@@ -2,8 +2,11 @@
 //! down gracefully on request or on SIGTERM/SIGINT.
 //!
 //! The calling thread is the control plane: it owns the signal handling and talks to the
-//! cores through [`ServerHandle`]. Each core checks the control plane's flags on a 100 ms tick
-//! (off the request path), publishes its counters there, and sweeps its pool.
+//! cores through [`ServerHandle`]. Nothing here runs on a timer while the server is idle: the
+//! control plane rings a core's doorbell ([`rt::Doorbell`]) when it sets a flag or wants the
+//! core's counters, a core sweeps its upstream pool only while the pool holds connections,
+//! and the control thread sleeps in `poll` on its signals, its doorbell (rung by cores as
+//! they end) and the upgrade socket.
 
 use std::fmt;
 use std::future::Future;
@@ -13,7 +16,7 @@ use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -39,8 +42,15 @@ pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(10);
 pub const DEFAULT_MAX_RETRIES: usize = 2;
 /// Default connection cap per listener per core.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-/// How often each core looks at the control plane's flags and publishes its counters.
-const TICK: Duration = Duration::from_millis(100);
+/// How long [`ServerHandle::stats`] waits for a core to publish fresh counters before it
+/// reports the ones the core last published.
+const STATS_WAIT: Duration = Duration::from_millis(100);
+/// How often a core that cannot watch its doorbell looks at the control plane's flags.
+const FALLBACK_TICK: Duration = Duration::from_millis(100);
+/// How often a core sweeps its upstream pool while the pool holds idle connections: those
+/// idle past the idle timeout, or closed by their peer, are closed within this much more
+/// (HAProxy's `pool-purge-delay` defaults to the same).
+const POOL_SWEEP: Duration = Duration::from_secs(5);
 /// How long a core waits for its connection tasks to close their streams after the grace period.
 const CLOSE_WAIT: Duration = Duration::from_millis(200);
 /// Back-off after an accept failed for lack of descriptors.
@@ -151,6 +161,8 @@ pub enum ServerError {
     Executor(String),
     /// Signal handling could not be set up.
     Signals(io::Error),
+    /// The control plane's wake-ups (eventfds) could not be created.
+    ControlPlane(io::Error),
 }
 
 impl fmt::Display for ServerError {
@@ -161,6 +173,7 @@ impl fmt::Display for ServerError {
             ServerError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
             ServerError::Executor(e) => write!(f, "executor failed: {e}"),
             ServerError::Signals(e) => write!(f, "cannot set up signal handling: {e}"),
+            ServerError::ControlPlane(e) => write!(f, "cannot set up the control plane: {e}"),
         }
     }
 }
@@ -173,26 +186,145 @@ impl From<RuntimeError> for ServerError {
     }
 }
 
-/// What the control plane and the cores share: flags written rarely, counters published on
-/// the tick.
+/// What the control plane and the cores share: flags written rarely, counters published when
+/// asked.
 struct Shared {
     shutdown: AtomicBool,
     /// Set by a second signal: stop waiting for in-flight requests.
     force: AtomicBool,
     running: AtomicUsize,
-    stats: Vec<Mutex<CoreStats>>,
+    /// Rung by each core as it ends, for the control thread.
+    ended: rt::Doorbell,
+    cores: Vec<CoreShared>,
+}
+
+/// One core's side of [`Shared`].
+struct CoreShared {
+    /// Rung to make the core look at the flags and publish its counters.
+    bell: rt::Doorbell,
+    published: Mutex<Published>,
+    /// Notified at each publication.
+    fresh: Condvar,
+}
+
+/// A core's counters as it last published them.
+struct Published {
+    stats: CoreStats,
+    /// Counts publications.
+    generation: u64,
+    /// The core answers its bell (false before it starts serving and once it has ended).
+    serving: bool,
 }
 
 impl Shared {
-    /// Every core's last published counters.
+    fn new(cpus: &[usize]) -> io::Result<Shared> {
+        let cores = cpus
+            .iter()
+            .map(|&c| {
+                Ok(CoreShared {
+                    bell: rt::Doorbell::new()?,
+                    published: Mutex::new(Published {
+                        stats: CoreStats {
+                            core: c,
+                            ..CoreStats::default()
+                        },
+                        generation: 0,
+                        serving: false,
+                    }),
+                    fresh: Condvar::new(),
+                })
+            })
+            .collect::<io::Result<_>>()?;
+        Ok(Shared {
+            shutdown: AtomicBool::new(false),
+            force: AtomicBool::new(false),
+            running: AtomicUsize::new(cpus.len()),
+            ended: rt::Doorbell::new()?,
+            cores,
+        })
+    }
+
+    /// Every core's counters, fresh: each serving core is asked to publish and waited for up
+    /// to [`STATS_WAIT`] (all at once); one that does not answer in time is reported as it
+    /// last published.
     fn stats(&self) -> ServerStats {
-        ServerStats {
-            cores: self
-                .stats
-                .iter()
-                .map(|m| m.lock().map(|s| s.clone()).unwrap_or_default())
-                .collect(),
+        let asked: Vec<Option<u64>> = self
+            .cores
+            .iter()
+            .map(|c| {
+                let generation = c
+                    .published
+                    .lock()
+                    .ok()
+                    .filter(|p| p.serving)
+                    .map(|p| p.generation);
+                if generation.is_some() {
+                    c.bell.ring();
+                }
+                generation
+            })
+            .collect();
+        let deadline = Instant::now() + STATS_WAIT;
+        let cores = self
+            .cores
+            .iter()
+            .zip(asked)
+            .map(|(c, asked)| {
+                let Ok(mut p) = c.published.lock() else {
+                    return CoreStats::default();
+                };
+                while asked.is_some_and(|g| p.serving && p.generation == g) {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    p = match c.fresh.wait_timeout(p, left) {
+                        Ok((p, _)) => p,
+                        Err(_) => return CoreStats::default(),
+                    };
+                }
+                p.stats.clone()
+            })
+            .collect();
+        ServerStats { cores }
+    }
+
+    /// Sets the shutdown flag and wakes every core to see it.
+    fn begin_shutdown(&self) {
+        self.shutdown.store(true, Ordering::Release);
+        for c in &self.cores {
+            c.bell.ring();
         }
+    }
+
+    /// Publishes core `slot`'s counters and wakes whoever waits for them.
+    fn publish(&self, slot: usize, stats: CoreStats, serving: bool) {
+        let c = &self.cores[slot];
+        if let Ok(mut p) = c.published.lock() {
+            p.stats = stats;
+            p.generation += 1;
+            p.serving = serving;
+        }
+        c.fresh.notify_all();
+    }
+}
+
+/// Ends a core's life in [`Shared`] however its thread ends: not serving any more, counted
+/// out, and the control thread woken.
+struct CoreExit<'a> {
+    shared: &'a Shared,
+    slot: usize,
+}
+
+impl Drop for CoreExit<'_> {
+    fn drop(&mut self) {
+        let c = &self.shared.cores[self.slot];
+        if let Ok(mut p) = c.published.lock() {
+            p.serving = false;
+        }
+        c.fresh.notify_all();
+        self.shared.running.fetch_sub(1, Ordering::AcqRel);
+        self.shared.ended.ring();
     }
 }
 
@@ -312,20 +444,7 @@ where
             log::warn!("inherited listener {a} is not in the configuration any more: closing it");
         }
 
-        let shared = Arc::new(Shared {
-            shutdown: AtomicBool::new(false),
-            force: AtomicBool::new(false),
-            running: AtomicUsize::new(cpus.len()),
-            stats: cpus
-                .iter()
-                .map(|&c| {
-                    Mutex::new(CoreStats {
-                        core: c,
-                        ..CoreStats::default()
-                    })
-                })
-                .collect(),
-        });
+        let shared = Arc::new(Shared::new(&cpus).map_err(ServerError::ControlPlane)?);
         let admin = match self.conf.admin {
             Some(addr) => {
                 let shared = Arc::clone(&shared);
@@ -349,6 +468,10 @@ where
                 .name(&format!("ringway-{cpu}"))
                 .io_memory(IO_MEMORY)
                 .spawn(move || async move {
+                    let _exit = CoreExit {
+                        shared: &shared,
+                        slot,
+                    };
                     let (core, factory) = (CoreId(cpu), factory.as_ref());
                     let r = match io {
                         // The lean loop: this core's connections, timers and ring, sleeping
@@ -368,7 +491,6 @@ where
                             .await
                         }
                     };
-                    shared.running.fetch_sub(1, Ordering::AcqRel);
                     r
                 })
                 .map_err(|e| ServerError::Executor(e.to_string()))?;
@@ -388,7 +510,8 @@ where
     /// period (a second signal stops waiting), and returns. Never exits the process.
     ///
     /// SIGTERM and SIGINT are blocked in the calling thread (and so in the executors it starts)
-    /// and taken with `sigtimedwait`.
+    /// and taken through a signalfd; the thread sleeps in `poll` until a signal, a core ending
+    /// or an upgrade request (no timer).
     ///
     /// # Errors
     /// As [`Server::start`], plus signal set-up failures and executors that ended abnormally.
@@ -403,6 +526,7 @@ where
     /// As [`Server::run`], plus a failure to bind the upgrade socket.
     pub fn run_with(mut self, opts: RunOptions) -> Result<(), ServerError> {
         let set = block_signals().map_err(ServerError::Signals)?;
+        let signals = signal_fd(&set).map_err(ServerError::Signals)?;
         let handover = opts.handover.map(|mut h| {
             self.inherited = std::mem::take(&mut h.listeners);
             h
@@ -427,7 +551,8 @@ where
         };
         let mut signalled = false;
         while handle.shared.running.load(Ordering::Acquire) > 0 {
-            match wait_signal(&set, Duration::from_millis(200)) {
+            let offering = upgrade.as_ref().filter(|_| !signalled);
+            match wait_control(&signals, &handle.shared.ended, offering) {
                 Some(sig) if !signalled => {
                     log::info!(
                         "signal {sig}: graceful shutdown, grace period {:?}",
@@ -551,14 +676,58 @@ fn block_signals() -> io::Result<libc::sigset_t> {
     }
 }
 
-fn wait_signal(set: &libc::sigset_t, dur: Duration) -> Option<i32> {
-    let ts = libc::timespec {
-        tv_sec: dur.as_secs() as libc::time_t,
-        tv_nsec: dur.subsec_nanos() as libc::c_long,
+/// A signalfd for `set` (blocked already), non-blocking.
+fn signal_fd(set: &libc::sigset_t) -> io::Result<OwnedFd> {
+    // SAFETY: set is initialized; -1 asks for a new descriptor.
+    let fd = unsafe { libc::signalfd(-1, set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor that nothing else owns.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+}
+
+/// The control thread's sleep: `poll` without a timeout on the signalfd, the doorbell cores
+/// ring as they end, and the upgrade socket while one is offered. Returns the signal taken,
+/// if one was.
+fn wait_control(
+    signals: &OwnedFd,
+    ended: &rt::Doorbell,
+    upgrade: Option<&UpgradeSocket>,
+) -> Option<i32> {
+    use std::os::fd::{AsFd, AsRawFd};
+    let watch = |fd: std::os::fd::RawFd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
     };
-    // SAFETY: set is initialized; a null siginfo is allowed.
-    let sig = unsafe { libc::sigtimedwait(set, std::ptr::null_mut(), &ts) };
-    (sig > 0).then_some(sig)
+    let mut fds = [
+        watch(signals.as_raw_fd()),
+        watch(ended.as_fd().as_raw_fd()),
+        watch(upgrade.map_or(-1, |u| u.listener.as_raw_fd())),
+    ];
+    // SAFETY: three initialized pollfds on the stack (a negative fd is ignored).
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+    if n < 0 {
+        // EINTR: the caller looks at its state and comes back.
+        return None;
+    }
+    ended.take();
+    if fds[0].revents == 0 {
+        return None;
+    }
+    // SAFETY: all-zero bytes are a valid signalfd_siginfo.
+    let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::signalfd_siginfo>();
+    // SAFETY: a read of one record into a signalfd_siginfo on the stack.
+    let got = unsafe {
+        libc::read(
+            signals.as_raw_fd(),
+            (&mut info as *mut libc::signalfd_siginfo).cast(),
+            size,
+        )
+    };
+    (got == size as isize).then_some(info.ssi_signo as i32)
 }
 
 /// A running server: its addresses, its counters, and the way to stop it.
@@ -593,10 +762,13 @@ impl ServerHandle {
         if let Ok(mut fds) = self.listen_fds.lock() {
             fds.clear();
         }
-        self.shared.shutdown.store(true, Ordering::Release);
+        self.shared.begin_shutdown();
     }
 
-    /// Every core's counters as last published (at most one tick old).
+    /// Every core's counters as of this call: each serving core is asked to publish them and
+    /// answers within a pass of its loop; one that does not answer within 100 ms is reported
+    /// as it last published. Blocks the calling thread meanwhile, so call it off the cores
+    /// (the admin endpoint and the control thread do).
     pub fn stats(&self) -> ServerStats {
         self.shared.stats()
     }
@@ -677,20 +849,17 @@ async fn run_core<B: Backend, P: ProxyHttp + 'static>(
         )));
     }
 
-    let publish = |core: &CoreCtx<B::Stream>| {
-        if let Ok(mut s) = shared.stats[slot].lock() {
-            *s = core.metrics.snapshot(core_id.0, caught_panics());
-        }
+    let publish = |core: &CoreCtx<B::Stream>, serving: bool| {
+        shared.publish(
+            slot,
+            core.metrics.snapshot(core_id.0, caught_panics()),
+            serving,
+        );
     };
-    let mut last_sweep = Instant::now();
-    while !shared.shutdown.load(Ordering::Acquire) {
-        rt::sleep(TICK).await;
-        publish(&core);
-        if last_sweep.elapsed() >= Duration::from_secs(1) {
-            last_sweep = Instant::now();
-            core.pool.sweep(last_sweep);
-        }
-    }
+    control_loop(&core, &shared.cores[slot].bell, &shared.shutdown, || {
+        publish(&core, true)
+    })
+    .await;
     // Stop accepting (the listeners close with their tasks), wake idle connections.
     core.shutdown.set();
     for t in accept_tasks {
@@ -717,8 +886,57 @@ async fn run_core<B: Backend, P: ProxyHttp + 'static>(
             rt::sleep(Duration::from_millis(5)).await;
         }
     }
-    publish(&core);
+    publish(&core, false);
     Ok(())
+}
+
+/// A core's control task until shutdown begins: wakes when the control plane rings `bell` (to
+/// publish counters or to stop), and to sweep the upstream pool while it holds connections.
+/// An idle core with an empty pool never wakes.
+async fn control_loop<S: ringway_protocols::l4::Stream>(
+    core: &CoreCtx<S>,
+    bell: &rt::Doorbell,
+    shutdown: &AtomicBool,
+    publish: impl Fn(),
+) {
+    let mut next_sweep: Option<Instant> = None;
+    let mut deaf = false;
+    loop {
+        publish();
+        if shutdown.load(Ordering::Acquire) {
+            return;
+        }
+        let now = Instant::now();
+        if next_sweep.is_some_and(|at| now >= at) {
+            core.pool.sweep(now);
+            next_sweep = None;
+        }
+        if next_sweep.is_none() && !core.pool.is_empty() {
+            next_sweep = Some(now + POOL_SWEEP);
+        }
+        let rung = futures_lite::future::or(bell.rung(), async {
+            match next_sweep {
+                Some(at) => rt::sleep(at.saturating_duration_since(now)).await,
+                None => core.pool.filled().await,
+            }
+            Ok(())
+        })
+        .await;
+        match rung {
+            Ok(()) => deaf = false,
+            Err(e) => {
+                // Out of descriptors, most likely: look on a timer until the bell works again.
+                if !deaf {
+                    log::error!(
+                        "{}: cannot watch the control plane's doorbell ({e}); looking every {FALLBACK_TICK:?}",
+                        core.core
+                    );
+                    deaf = true;
+                }
+                rt::sleep(FALLBACK_TICK).await;
+            }
+        }
+    }
 }
 
 /// Bundles what a connection task needs, so the accept loop and the shutdown drain spawn

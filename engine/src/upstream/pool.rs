@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use ringway_protocols::l4::Stream;
 
+use crate::runtime::{LocalNotify, Notified};
+
 /// Default idle connections kept per peer per core.
 pub const DEFAULT_MAX_IDLE_PER_PEER: usize = 32;
 /// Connections idle for less than this are checked with
@@ -130,6 +132,8 @@ pub struct Pool<S> {
     idle: RefCell<HashMap<SocketAddr, Vec<Idle<S>>, PeerHashState>>,
     max_idle_per_peer: usize,
     idle_timeout: Duration,
+    /// Notified when a check-in ends a peer's list being empty (see [`Pool::filled`]).
+    filled: LocalNotify,
     reused: Cell<u64>,
     dead: Cell<u64>,
     evicted: Cell<u64>,
@@ -143,6 +147,7 @@ impl<S: Stream> Pool<S> {
             idle: RefCell::new(HashMap::with_hasher(PeerHashState::new())),
             max_idle_per_peer,
             idle_timeout,
+            filled: LocalNotify::new(),
             reused: Cell::new(0),
             dead: Cell::new(0),
             evicted: Cell::new(0),
@@ -194,7 +199,9 @@ impl<S: Stream> Pool<S> {
         stream.watch_idle();
         let mut map = self.idle.borrow_mut();
         let list = map.entry(addr).or_default();
-        if list.len() >= self.max_idle_per_peer {
+        if list.is_empty() {
+            self.filled.notify();
+        } else if list.len() >= self.max_idle_per_peer {
             list.remove(0);
             self.evicted.set(self.evicted.get() + 1);
         }
@@ -211,6 +218,17 @@ impl<S: Stream> Pool<S> {
             list.retain(|i| self.usable(i, now, false));
             !list.is_empty()
         });
+    }
+
+    /// Whether no connection is idle in the pool.
+    pub fn is_empty(&self) -> bool {
+        self.idle.borrow().values().all(Vec::is_empty)
+    }
+
+    /// Resolves after a connection is checked in to a peer that had none idle: from an empty
+    /// pool, the first (the core's sweep waits for it rather than look on a timer).
+    pub fn filled(&self) -> Notified<'_> {
+        self.filled.notified()
     }
 
     /// Closes every idle connection (shutdown).

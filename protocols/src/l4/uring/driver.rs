@@ -97,7 +97,8 @@ enum OpState {
 /// same system call, so this only bounds the cost of a mistake.
 const DUE_WAIT_CAP: Duration = Duration::from_millis(1);
 
-/// A bound no wait exceeds, for the one whose alarm could not be set (see `Inner::set_alarm`).
+/// A bound no wait exceeds when nothing in flight could end it, or when its alarm could not
+/// be set (see `Inner::set_alarm`).
 const IDLE_WAIT_CAP: Duration = Duration::from_secs(1);
 
 struct Inner {
@@ -660,21 +661,34 @@ impl Driver {
     /// top, so that they do not end the wait alone; such a wait keeps a timeout of at most
     /// [`DUE_WAIT_CAP`], in case one were late. (A request's SEND behind a watch needs no such
     /// count: whole, it posts nothing, see [`Driver::submit_send_silent`].)
-    pub(crate) fn wait(&self, now: Instant, deadline: Instant) {
+    ///
+    /// With no deadline (no timer on the loop) the wait lasts until a completion: an idle core
+    /// makes no system call at all. Only when nothing is in flight either, so that no
+    /// completion could come, is it bounded by [`IDLE_WAIT_CAP`].
+    pub(crate) fn wait(&self, now: Instant, deadline: Option<Instant>) {
         {
             let mut guard = self.inner.borrow_mut();
             let inner = &mut *guard;
             if inner.ring.completion().is_empty() {
                 inner.stats.parks += 1;
                 let due = inner.notes.due.len();
-                let result = if due > 0 || !inner.set_alarm(now, deadline) {
+                let deadline = match deadline {
+                    None if inner.slots.len() == 0 => Some(now + IDLE_WAIT_CAP),
+                    d => d,
+                };
+                let alarmed = match deadline {
+                    Some(d) => due == 0 && inner.set_alarm(now, d),
+                    None => due == 0,
+                };
+                let result = if alarmed {
+                    inner.enter(|s| s.submit_and_wait(1))
+                } else {
                     let cap = if due > 0 { DUE_WAIT_CAP } else { IDLE_WAIT_CAP };
-                    let timeout = deadline.saturating_duration_since(now).min(cap);
+                    let timeout =
+                        deadline.map_or(cap, |d| d.saturating_duration_since(now).min(cap));
                     let ts = types::Timespec::from(timeout);
                     let args = types::SubmitArgs::new().timespec(&ts);
                     inner.enter(|s| s.submit_with_args(1 + due, &args))
-                } else {
-                    inner.enter(|s| s.submit_and_wait(1))
                 };
                 if let Err(e) = result {
                     match e.raw_os_error() {
@@ -1148,10 +1162,7 @@ impl Drop for TaskAlive {
 /// when nothing is left.
 async fn drive(driver: Rc<Driver>) {
     let _alive = TaskAlive(driver.clone());
-    let mut watch = EventfdWatch {
-        eventfd: driver.eventfd.as_raw_fd(),
-        stream: None,
-    };
+    let mut watch = EventfdWatch::new(driver.eventfd.as_raw_fd());
     loop {
         if driver.turn() > 0 {
             // Let the woken operations run and queue their next SQEs: one batch per turn.
@@ -1172,7 +1183,14 @@ async fn drive(driver: Rc<Driver>) {
             }
             let woken = !first_poll;
             first_poll = false;
-            watch.poll_fired(cx, woken).map(|()| true)
+            // Without a watch (no descriptor for it) the driver spins rather than sleeps:
+            // correct, not lean.
+            watch.poll_fired(cx, woken).map(|r| {
+                if let Err(e) = r {
+                    log::error!("io_uring: cannot watch the ring's eventfd: {e}");
+                }
+                true
+            })
         })
         .await;
         driver.disarm_eventfd();
@@ -1190,19 +1208,31 @@ async fn drive(driver: Rc<Driver>) {
 /// ENOTSOCK. So a stream built on a duplicate of the eventfd is a one-shot readiness watch:
 /// `Pending` until the eventfd is readable. A fired watch is dropped (closing the duplicate) and
 /// the next park builds a fresh one; an unfired watch stays armed across parks at no cost.
-struct EventfdWatch {
+///
+/// The control plane's doorbells (`rt::Doorbell`) wait the same way on cores that run
+/// glommio's executor.
+pub(crate) struct EventfdWatch {
     eventfd: RawFd,
     stream: Option<glommio::net::TcpStream>,
 }
 
 impl EventfdWatch {
-    /// Ready once the eventfd has fired, with its counter consumed. `woken` says this is a
-    /// re-poll within one park (a wake-up), when a non-blocking read of the counter tells
-    /// whether it fired more cheaply than the stream's failing `recv` would.
-    fn poll_fired(&mut self, cx: &mut Context<'_>, woken: bool) -> Poll<()> {
+    /// A watch on `eventfd`, which must outlive it; nothing is armed before the first poll.
+    pub(crate) fn new(eventfd: RawFd) -> EventfdWatch {
+        EventfdWatch {
+            eventfd,
+            stream: None,
+        }
+    }
+
+    /// Ready once the eventfd has fired, with its counter consumed (or, rarely, after a
+    /// spurious completion). `woken` says this is a re-poll within one park (a wake-up), when
+    /// a non-blocking read of the counter tells whether it fired more cheaply than the
+    /// stream's failing `recv` would. An error when no descriptor was left for the watch.
+    pub(crate) fn poll_fired(&mut self, cx: &mut Context<'_>, woken: bool) -> Poll<io::Result<()>> {
         if woken && self.stream.is_some() && self.consume() {
             self.stream = None;
-            return Poll::Ready(());
+            return Poll::Ready(Ok(()));
         }
         let stream = match &mut self.stream {
             Some(s) => s,
@@ -1210,12 +1240,7 @@ impl EventfdWatch {
                 // SAFETY: F_DUPFD_CLOEXEC on our own eventfd; the result is checked.
                 let dup = unsafe { libc::fcntl(self.eventfd, libc::F_DUPFD_CLOEXEC, 0) };
                 if dup < 0 {
-                    log::error!(
-                        "io_uring: cannot watch the ring's eventfd: {}",
-                        io::Error::last_os_error()
-                    );
-                    // Without a watch the driver spins rather than sleeps: correct, not lean.
-                    return Poll::Ready(());
+                    return Poll::Ready(Err(io::Error::last_os_error()));
                 }
                 // SAFETY: `dup` is a fresh descriptor owned by nobody else; the stream closes
                 // it when dropped.
@@ -1231,7 +1256,7 @@ impl EventfdWatch {
                 // consumed, or a spurious completion): start afresh.
                 self.stream = None;
                 self.consume();
-                Poll::Ready(())
+                Poll::Ready(Ok(()))
             }
         }
     }

@@ -36,10 +36,6 @@ use std::time::{Duration, Instant};
 use super::driver;
 use super::timers::{TimerId, Timers};
 
-/// Longest sleep when nothing is in flight and no timer is set: nothing on this thread could
-/// wake the loop then, so it looks again rather than sleep forever.
-const IDLE_CAP: Duration = Duration::from_secs(1);
-
 /// Registry index of the main future's waker.
 const MAIN: u32 = u32::MAX;
 
@@ -632,8 +628,6 @@ fn run_loop<T>(
             continue;
         }
         held = false;
-        let cap = now + IDLE_CAP;
-        let deadline = exec.next_deadline().map_or(cap, |d| d.min(cap));
-        driver.wait(now, deadline);
+        driver.wait(now, exec.next_deadline());
     }
 }

@@ -37,6 +37,7 @@ use futures_lite::future::poll_fn;
 
 use io_uring::{opcode, squeue, types};
 
+pub(crate) use self::driver::EventfdWatch;
 use self::driver::{Abandoned, InFlight, NoResources};
 use self::slots::{Key, IGNORED_USER_DATA};
 use super::buf::{IoBuf, READ_BUF_SIZE};
@@ -691,6 +692,20 @@ fn last_write_failed() -> io::Error {
 /// refused rather than risk reordering the bytes.
 fn write_after_write_last() -> io::Error {
     io::Error::other("a write after write_last, before a read, on an io_uring stream")
+}
+
+/// Waits until `fd` (which must stay open meanwhile) is readable, with an IORING_OP_POLL_ADD on
+/// this thread's ring. Dropping the future cancels the poll.
+pub(crate) async fn readable(fd: RawFd) -> io::Result<()> {
+    let driver = driver::current()?;
+    let mut sqe = [opcode::PollAdd::new(types::Fd(fd), libc::POLLIN as u32).build()];
+    // SAFETY: POLL_ADD points at no memory of ours.
+    let key = unsafe { driver.submit(&mut sqe) }?;
+    let (res, _, NoResources) = InFlight::new(driver, key, NoResources).complete().await;
+    if res < 0 {
+        return Err(io::Error::from_raw_os_error(-res));
+    }
+    Ok(())
 }
 
 /// A listening socket accepted from with single-shot IORING_OP_ACCEPT, which (unlike the
