@@ -872,6 +872,8 @@ async fn run_core<B: Backend, P: ProxyHttp + 'static>(
         && !shared.force.load(Ordering::Acquire)
     {
         rt::sleep(Duration::from_millis(10)).await;
+        // The control task has ended: counters asked for meanwhile come from here.
+        publish(&core, true);
     }
     if core.metrics.active.get() > 0 {
         log::warn!(
