@@ -188,8 +188,9 @@ fn serve_proxies_through_the_binary() {
 
 /// Voluntary context switches of each of `pid`'s threads (a thread blocks, then something
 /// wakes it: one per wake-up).
-fn voluntary_switches(pid: u32) -> Vec<(String, u64)> {
-    let mut out = Vec::new();
+/// Keyed by thread id and name, so that a thread that starts or ends shows as a change.
+fn voluntary_switches(pid: u32) -> std::collections::BTreeMap<String, u64> {
+    let mut out = std::collections::BTreeMap::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let dir = task.unwrap().path();
         let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
@@ -199,9 +200,9 @@ fn voluntary_switches(pid: u32) -> Vec<(String, u64)> {
             .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0);
-        out.push((format!("{} {}", dir.display(), name.trim()), n));
+        let tid = dir.file_name().unwrap().to_string_lossy().into_owned();
+        out.insert(format!("{tid} {}", name.trim()), n);
     }
-    out.sort();
     out
 }
 
@@ -225,28 +226,40 @@ fn an_idle_server_sleeps_until_something_happens() {
         );
         let pid = child.0.id();
         // 2. Serving (a connection accepted and closed), then left alone: settled once a
-        //    300 ms look sees no thread wake (a busy machine may take its time to start).
+        //    300 ms look sees no thread wake (a busy machine may take its time to start). The
+        //    probe's connection armed a 10 s header timer whose alarm stays in the ring after
+        //    the connection closed: the window must end before it goes off.
+        let started = Instant::now();
         wait_listening(addr);
-        let settle_by = Instant::now() + Duration::from_secs(10);
         let mut before = voluntary_switches(pid);
         loop {
             std::thread::sleep(Duration::from_millis(300));
             let now = voluntary_switches(pid);
-            if now == before || Instant::now() > settle_by {
-                before = now;
+            let settled = now == before;
+            before = now;
+            if settled {
                 break;
             }
-            before = now;
+            assert!(
+                started.elapsed() < Duration::from_secs(7),
+                "io = {io}: still waking after {:?}: {before:?}",
+                started.elapsed()
+            );
         }
         std::thread::sleep(Duration::from_millis(1500));
         let after = voluntary_switches(pid);
         // 3. No thread woke: no tick on the cores (the control plane rings them), none on the
         //    control thread (it sleeps in poll on its signals and the cores' doorbell).
-        let woke: Vec<_> = before
+        let woke: Vec<_> = after
             .iter()
-            .zip(&after)
-            .filter(|(b, a)| a.1 != b.1)
-            .map(|(b, a)| format!("{}: {} wake-ups", b.0, a.1 - b.1))
+            .filter(|(t, n)| before.get(*t) != Some(n))
+            .map(|(t, n)| format!("{t}: {n} switches, {:?} before", before.get(t)))
+            .chain(
+                before
+                    .keys()
+                    .filter(|t| !after.contains_key(*t))
+                    .map(|t| format!("{t}: ended")),
+            )
             .collect();
         assert!(woke.is_empty(), "io = {io}: {woke:?}");
         // 4. And it still serves, and stops at once on SIGTERM.

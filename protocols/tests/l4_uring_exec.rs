@@ -476,3 +476,50 @@ fn a_recently_idle_check_makes_no_system_call_and_the_full_one_runs_the_ring() {
     assert_eq!(full_enters, 1);
     assert!(!full, "bytes nobody asked for: not reusable");
 }
+
+#[test]
+fn a_write_after_a_silent_last_write_whose_reply_came_early_does_not_sleep() {
+    let (fd, addr) = listening_socket(16);
+    let (go, wait_go) = std::sync::mpsc::channel::<()>();
+    let peer = std::thread::spawn(move || {
+        let mut s = StdStream::connect(addr).unwrap();
+        // A reply before the request: the stream's RECV completes at once.
+        s.write_all(b"early").unwrap();
+        wait_go.recv().unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        got
+    });
+    let waited = on_thread(move || {
+        exec::block_on(async move {
+            let listener = UringBackend::adopt_listener(fd).unwrap();
+            let (mut stream, _) = listener.accept().await.unwrap();
+            // 1. Watched: the RECV takes the early reply and is done, leaving no operation
+            //    in the kernel.
+            stream.watch_idle();
+            rt::sleep(Duration::from_millis(50)).await;
+            assert!(
+                !stream.is_idle_and_open(),
+                "the RECV completed with the early bytes"
+            );
+            // 2. The request goes silent behind that RECV (it posts nothing when whole), and a
+            //    write after it waits for it: the only operation left, and one whose success
+            //    no completion reports. The loop must submit it and settle it, not sleep for a
+            //    completion (it slept until its next timer, here the bound below).
+            stream.write_last(&b"ping"[..]).await.0.unwrap();
+            let t = Instant::now();
+            rt::timeout(Duration::from_secs(2), async {
+                stream.write_all(&b"more"[..]).await.0
+            })
+            .await
+            .unwrap_or_else(|e| panic!("the write after the silent SEND: {e}"));
+            let waited = t.elapsed();
+            go.send(()).unwrap();
+            drop(stream);
+            waited
+        })
+        .unwrap()
+    });
+    assert_eq!(peer.join().unwrap(), b"pingmore");
+    assert!(waited < Duration::from_secs(1), "waited {waited:?}");
+}

@@ -51,6 +51,8 @@ const FALLBACK_TICK: Duration = Duration::from_millis(100);
 /// idle past the idle timeout, or closed by their peer, are closed within this much more
 /// (HAProxy's `pool-purge-delay` defaults to the same).
 const POOL_SWEEP: Duration = Duration::from_secs(5);
+/// How long the control thread leaves the upgrade socket alone after accepting on it failed.
+const UPGRADE_RETRY: Duration = Duration::from_millis(200);
 /// How long a core waits for its connection tasks to close their streams after the grace period.
 const CLOSE_WAIT: Duration = Duration::from_millis(200);
 /// Back-off after an accept failed for lack of descriptors.
@@ -143,8 +145,10 @@ impl ServerConf {
     }
 }
 
-/// Why the server could not start or did not stop cleanly.
+/// Why the server could not start or did not stop cleanly. Non-exhaustive: new causes may
+/// come with new ways to fail.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum ServerError {
     /// No listener configured.
     NoListeners,
@@ -252,12 +256,12 @@ impl Shared {
             .cores
             .iter()
             .map(|c| {
-                let generation = c
+                let p = c
                     .published
                     .lock()
-                    .ok()
-                    .filter(|p| p.serving)
-                    .map(|p| p.generation);
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let generation = p.serving.then_some(p.generation);
+                drop(p);
                 if generation.is_some() {
                     c.bell.ring();
                 }
@@ -270,9 +274,10 @@ impl Shared {
             .iter()
             .zip(asked)
             .map(|(c, asked)| {
-                let Ok(mut p) = c.published.lock() else {
-                    return CoreStats::default();
-                };
+                let mut p = c
+                    .published
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 while asked.is_some_and(|g| p.serving && p.generation == g) {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
@@ -280,7 +285,7 @@ impl Shared {
                     }
                     p = match c.fresh.wait_timeout(p, left) {
                         Ok((p, _)) => p,
-                        Err(_) => return CoreStats::default(),
+                        Err(poisoned) => poisoned.into_inner().0,
                     };
                 }
                 p.stats.clone()
@@ -300,7 +305,11 @@ impl Shared {
     /// Publishes core `slot`'s counters and wakes whoever waits for them.
     fn publish(&self, slot: usize, stats: CoreStats, serving: bool) {
         let c = &self.cores[slot];
-        if let Ok(mut p) = c.published.lock() {
+        {
+            let mut p = c
+                .published
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             p.stats = stats;
             p.generation += 1;
             p.serving = serving;
@@ -310,18 +319,20 @@ impl Shared {
 }
 
 /// Ends a core's life in [`Shared`] however its thread ends: not serving any more, counted
-/// out, and the control thread woken.
-struct CoreExit<'a> {
-    shared: &'a Shared,
+/// out, and the control thread woken. Built before the core's executor, so that an executor
+/// that never starts (glommio drops the closure it was given) counts out too.
+struct CoreExit {
+    shared: Arc<Shared>,
     slot: usize,
 }
 
-impl Drop for CoreExit<'_> {
+impl Drop for CoreExit {
     fn drop(&mut self) {
         let c = &self.shared.cores[self.slot];
-        if let Ok(mut p) = c.published.lock() {
-            p.serving = false;
-        }
+        c.published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .serving = false;
         c.fresh.notify_all();
         self.shared.running.fetch_sub(1, Ordering::AcqRel);
         self.shared.ended.ring();
@@ -460,6 +471,10 @@ where
             let factory = Arc::clone(&self.factory);
             let shared = Arc::clone(&shared);
             let conf = self.conf.clone();
+            let exit = CoreExit {
+                shared: Arc::clone(&shared),
+                slot,
+            };
             log::info!(
                 "core {slot}: executor pinned to cpu {cpu} ({} listeners)",
                 listeners.len()
@@ -468,10 +483,7 @@ where
                 .name(&format!("ringway-{cpu}"))
                 .io_memory(IO_MEMORY)
                 .spawn(move || async move {
-                    let _exit = CoreExit {
-                        shared: &shared,
-                        slot,
-                    };
+                    let _exit = exit;
                     let (core, factory) = (CoreId(cpu), factory.as_ref());
                     let r = match io {
                         // The lean loop: this core's connections, timers and ring, sleeping
@@ -550,9 +562,17 @@ where
             None => None,
         };
         let mut signalled = false;
+        // While accepting on the upgrade socket fails (out of descriptors, say), the pending
+        // request stays readable: the socket is left out of the poll until this instant.
+        let mut upgrade_retry: Option<Instant> = None;
         while handle.shared.running.load(Ordering::Acquire) > 0 {
-            let offering = upgrade.as_ref().filter(|_| !signalled);
-            match wait_control(&signals, &handle.shared.ended, offering) {
+            let now = Instant::now();
+            let paused = upgrade_retry.filter(|&t| now < t);
+            let offering = upgrade.as_ref().filter(|_| !signalled && paused.is_none());
+            let timeout = paused
+                .filter(|_| !signalled)
+                .map(|t| t.saturating_duration_since(now));
+            match wait_control(&signals, &handle.shared.ended, offering, timeout) {
                 Some(sig) if !signalled => {
                     log::info!(
                         "signal {sig}: graceful shutdown, grace period {:?}",
@@ -571,10 +591,29 @@ where
                 continue;
             }
             if let Some(u) = &mut upgrade {
-                let handed = match handle.listen_fds.lock() {
-                    Ok(fds) => u.try_handover(&fds),
-                    Err(_) => false,
+                if upgrade_retry.is_some_and(|t| Instant::now() < t) {
+                    continue;
+                }
+                let fds = handle
+                    .listen_fds
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let handed = match u.try_handover(&fds) {
+                    Ok(handed) => {
+                        upgrade_retry = None;
+                        handed
+                    }
+                    Err(e) => {
+                        if upgrade_retry.is_none() {
+                            log::warn!(
+                                "upgrade socket: accept failed ({e}); retrying every {UPGRADE_RETRY:?}"
+                            );
+                        }
+                        upgrade_retry = Some(Instant::now() + UPGRADE_RETRY);
+                        false
+                    }
                 };
+                drop(fds);
                 if handed {
                     log::info!(
                         "listeners handed over to a new process: draining, grace period {:?}",
@@ -609,10 +648,13 @@ impl UpgradeSocket {
         })
     }
 
-    /// Serves one pending handover request, if any; true when the new process took over.
-    fn try_handover(&mut self, fds: &[(SocketAddr, OwnedFd)]) -> bool {
-        let Ok((mut stream, _)) = self.listener.accept() else {
-            return false;
+    /// Serves one pending handover request, if any; true when the new process took over. An
+    /// error when one may be pending but could not be accepted.
+    fn try_handover(&mut self, fds: &[(SocketAddr, OwnedFd)]) -> io::Result<bool> {
+        let mut stream = match self.listener.accept() {
+            Ok((stream, _)) => stream,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
         };
         // The path is the new process's to bind from now on.
         let _ = std::fs::remove_file(&self.path);
@@ -631,7 +673,7 @@ impl UpgradeSocket {
                 *self = again;
             }
         }
-        ok
+        Ok(ok)
     }
 }
 
@@ -687,13 +729,14 @@ fn signal_fd(set: &libc::sigset_t) -> io::Result<OwnedFd> {
     Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
 }
 
-/// The control thread's sleep: `poll` without a timeout on the signalfd, the doorbell cores
-/// ring as they end, and the upgrade socket while one is offered. Returns the signal taken,
-/// if one was.
+/// The control thread's sleep: `poll` on the signalfd, the doorbell cores ring as they end,
+/// and the upgrade socket while one is offered, with no timeout unless one is given (a retry
+/// of the upgrade socket). Returns the signal taken, if one was.
 fn wait_control(
     signals: &OwnedFd,
     ended: &rt::Doorbell,
     upgrade: Option<&UpgradeSocket>,
+    timeout: Option<Duration>,
 ) -> Option<i32> {
     use std::os::fd::{AsFd, AsRawFd};
     let watch = |fd: std::os::fd::RawFd| libc::pollfd {
@@ -706,8 +749,11 @@ fn wait_control(
         watch(ended.as_fd().as_raw_fd()),
         watch(upgrade.map_or(-1, |u| u.listener.as_raw_fd())),
     ];
+    let timeout_ms = timeout.map_or(-1, |t| {
+        libc::c_int::try_from(t.as_millis().max(1)).unwrap_or(libc::c_int::MAX)
+    });
     // SAFETY: three initialized pollfds on the stack (a negative fd is ignored).
-    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
     if n < 0 {
         // EINTR: the caller looks at its state and comes back.
         return None;
@@ -768,7 +814,7 @@ impl ServerHandle {
     /// Every core's counters as of this call: each serving core is asked to publish them and
     /// answers within a pass of its loop; one that does not answer within 100 ms is reported
     /// as it last published. Blocks the calling thread meanwhile, so call it off the cores
-    /// (the admin endpoint and the control thread do).
+    /// (the admin endpoint calls it on its own thread).
     pub fn stats(&self) -> ServerStats {
         self.shared.stats()
     }
@@ -886,6 +932,7 @@ async fn run_core<B: Backend, P: ProxyHttp + 'static>(
         let deadline = Instant::now() + CLOSE_WAIT;
         while core.metrics.active.get() > 0 && Instant::now() < deadline {
             rt::sleep(Duration::from_millis(5)).await;
+            publish(&core, true);
         }
     }
     publish(&core, false);

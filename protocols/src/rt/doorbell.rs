@@ -57,6 +57,9 @@ impl Doorbell {
     ///
     /// # Cancellation
     /// Dropping the future cancels the watch; a ring meanwhile is kept for the next wait.
+    ///
+    /// # Panics
+    /// Polled outside both executors (as glommio's streams do), unless the bell had rung.
     pub async fn rung(&self) -> io::Result<()> {
         if self.consume() {
             return Ok(());

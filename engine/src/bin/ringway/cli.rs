@@ -267,8 +267,7 @@ pub fn demo(a: DemoArgs) -> Result<(), String> {
     let bar = progress_bar();
     let report = load::run(&load_cfg, bar.as_ref().map(|f| f as &dyn Fn(Progress)));
     clear_bar();
-    // Let every core publish its final counters.
-    std::thread::sleep(Duration::from_millis(250));
+    // Current counters: every core publishes when asked.
     let stats = handle.stats();
     handle.shutdown();
     handle.join().map_err(|e| e.to_string())?;

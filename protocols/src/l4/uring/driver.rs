@@ -663,8 +663,11 @@ impl Driver {
     /// count: whole, it posts nothing, see [`Driver::submit_send_silent`].)
     ///
     /// With no deadline (no timer on the loop) the wait lasts until a completion: an idle core
-    /// makes no system call at all. Only when nothing is in flight either, so that no
-    /// completion could come, is it bounded by [`IDLE_WAIT_CAP`].
+    /// makes no system call once the alarm of its last timer has gone off. When nothing in
+    /// flight could post a completion, it does not wait for one: with silent SENDs queued (they
+    /// post nothing when whole, and are done when the enter returns) it only submits them, so
+    /// the loop settles them and runs whoever awaits them; with nothing at all in flight it is
+    /// bounded by [`IDLE_WAIT_CAP`].
     pub(crate) fn wait(&self, now: Instant, deadline: Option<Instant>) {
         {
             let mut guard = self.inner.borrow_mut();
@@ -672,8 +675,18 @@ impl Driver {
             if inner.ring.completion().is_empty() {
                 inner.stats.parks += 1;
                 let due = inner.notes.due.len();
+                let silent = inner.notes.silent_queued.len();
+                if silent > 0 && inner.in_kernel <= silent {
+                    let result = inner.enter(|s| s.submit());
+                    drop(guard);
+                    if let Err(e) = result {
+                        log::error!("io_uring_enter (submit) failed: {e}");
+                    }
+                    self.reap();
+                    return;
+                }
                 let deadline = match deadline {
-                    None if inner.slots.len() == 0 => Some(now + IDLE_WAIT_CAP),
+                    None if inner.in_kernel == 0 => Some(now + IDLE_WAIT_CAP),
                     d => d,
                 };
                 let alarmed = match deadline {
