@@ -40,6 +40,25 @@ impl Drop for Proc {
     }
 }
 
+/// Starts `ringway serve` (its log discarded) on a free port with `server` as its `[server]`
+/// section and one route to `upstream`.
+fn serve_quietly(name: &str, server: &str, upstream: SocketAddr) -> (Proc, SocketAddr) {
+    let addr = free_port();
+    let cfg = write_config(
+        name,
+        &format!("[server]\n{server}\n[[listeners]]\naddress = \"{addr}\"\n[[upstreams]]\nname = \"a\"\npeers = [\"{upstream}\"]\n[[routes]]\nupstream = \"a\"\n"),
+    );
+    let child = Proc(
+        Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    (child, addr)
+}
+
 fn wait_listening(addr: SocketAddr) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(addr).is_err() {
@@ -166,19 +185,7 @@ fn sigterm_drains_in_flight_requests_then_exits_zero() {
 #[test]
 fn serve_proxies_through_the_binary() {
     let o = ringway_tests::origin();
-    let addr = free_port();
-    let cfg = write_config(
-        "serve.toml",
-        &format!("[server]\ncpus = \"all\"\n[[listeners]]\naddress = \"{addr}\"\n[[upstreams]]\nname = \"a\"\npeers = [\"{}\"]\n[[routes]]\nupstream = \"a\"\n", o.addr()),
-    );
-    let _child = Proc(
-        Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(&cfg)
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_child, addr) = serve_quietly("serve.toml", "cpus = \"all\"", o.addr());
     wait_listening(addr);
     let mut c = Client::connect(addr);
     for _ in 0..5 {
@@ -211,18 +218,10 @@ fn an_idle_server_sleeps_until_something_happens() {
     for io in ["uring", "glommio"] {
         // 1. The binary on one core, with an upstream it has not used yet.
         let o = ringway_tests::origin();
-        let addr = free_port();
-        let cfg = write_config(
+        let (child, addr) = serve_quietly(
             &format!("idle-{io}.toml"),
-            &format!("[server]\ncpus = [0]\nio = \"{io}\"\n[[listeners]]\naddress = \"{addr}\"\n[[upstreams]]\nname = \"a\"\npeers = [\"{}\"]\n[[routes]]\nupstream = \"a\"\n", o.addr()),
-        );
-        let child = Proc(
-            Command::new(BIN)
-                .args(["serve", "--config"])
-                .arg(&cfg)
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
+            &format!("cpus = [0]\nio = \"{io}\""),
+            o.addr(),
         );
         let pid = child.0.id();
         // 2. Serving (a connection accepted and closed), then left alone: settled once a
