@@ -218,9 +218,10 @@ fn an_idle_server_sleeps_until_something_happens() {
     for io in ["uring", "glommio"] {
         // 1. The binary on one core, with an upstream it has not used yet.
         let o = ringway_tests::origin();
+        let admin = free_port();
         let (child, addr) = serve_quietly(
             &format!("idle-{io}.toml"),
-            &format!("cpus = [0]\nio = \"{io}\""),
+            &format!("cpus = [0]\nio = \"{io}\"\nadmin = \"{admin}\""),
             o.addr(),
         );
         let pid = child.0.id();
@@ -248,7 +249,8 @@ fn an_idle_server_sleeps_until_something_happens() {
         std::thread::sleep(Duration::from_millis(1500));
         let after = voluntary_switches(pid);
         // 3. No thread woke: no tick on the cores (the control plane rings them), none on the
-        //    control thread (it sleeps in poll on its signals and the cores' doorbell).
+        //    control thread (it sleeps in poll on its signals and the cores' doorbell), none on
+        //    the admin endpoint's (it sleeps in poll on its listener).
         let woke: Vec<_> = after
             .iter()
             .filter(|(t, n)| before.get(*t) != Some(n))
@@ -261,10 +263,20 @@ fn an_idle_server_sleeps_until_something_happens() {
             )
             .collect();
         assert!(woke.is_empty(), "io = {io}: {woke:?}");
-        // 4. And it still serves, and stops at once on SIGTERM.
+        // 4. And it still serves, its admin endpoint answers with the request counted, and it
+        //    stops at once on SIGTERM.
         let mut c = Client::connect(addr);
         assert_eq!(c.request("GET", &get("/")).unwrap().status(), 200);
         drop(c);
+        let mut m = Client::connect(admin);
+        let metrics = m.request("GET", &get("/metrics")).unwrap();
+        assert_eq!(metrics.status(), 200);
+        let text = String::from_utf8_lossy(&metrics.body).into_owned();
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("ringway_requests_total") && l.ends_with(" 1")),
+            "io = {io}: {text}"
+        );
         let sent = Instant::now();
         // SAFETY: signalling our own child by pid.
         assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
