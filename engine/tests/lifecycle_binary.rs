@@ -1,5 +1,6 @@
 //! The `ringway` binary's lifecycle: `check` exit codes, `serve` answering, SIGTERM draining
-//! an in-flight request before a clean exit 0, and an idle server sleeping without timers.
+//! an in-flight request before a clean exit 0 (a second signal cutting it), and an idle server
+//! sleeping without timers.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write;
@@ -191,6 +192,40 @@ fn serve_proxies_through_the_binary() {
     for _ in 0..5 {
         assert_eq!(c.request("GET", &get("/")).unwrap().status(), 200);
     }
+}
+
+#[test]
+fn a_second_signal_stops_waiting_for_in_flight_requests() {
+    // An origin that takes 5 s, a grace period of 10 s, one request in flight.
+    let o = origin_with(OriginConfig {
+        delay: Duration::from_secs(5),
+        ..OriginConfig::default()
+    });
+    let (mut child, addr) =
+        serve_quietly("force.toml", "cpus = [0]\ngrace_period = \"10s\"", o.addr());
+    wait_listening(addr);
+    let inflight = std::thread::spawn(move || {
+        let mut c = Client::connect(addr);
+        c.request("GET", &get("/")).map(|r| r.status())
+    });
+    std::thread::sleep(Duration::from_millis(400));
+    let pid = child.0.id() as i32;
+    // SIGTERM starts the drain; SIGINT, a second signal, ends the wait for the request.
+    // SAFETY: signalling our own child by pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = Instant::now();
+    // SAFETY: as above.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(
+        sent.elapsed() < Duration::from_secs(3),
+        "exited {:?} after the second signal, the origin answers after 5 s",
+        sent.elapsed()
+    );
+    // The request in flight was cut, not answered.
+    assert_eq!(inflight.join().unwrap(), None);
 }
 
 /// Voluntary context switches of each of `pid`'s threads (a thread blocks, then something
