@@ -99,7 +99,8 @@ fn wait_readable(listener: &TcpListener, stop: &Doorbell) -> bool {
         // EINTR: look again (the listener is non-blocking; a spurious accept is harmless).
         return true;
     }
-    !stop.take()
+    // The eventfd is read only when it is readable (a scrape costs no read of it).
+    !(fds[1].revents != 0 && stop.take())
 }
 
 fn serve_one(mut s: TcpStream, stats: &impl Fn() -> ServerStats) -> io::Result<()> {
