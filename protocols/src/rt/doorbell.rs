@@ -3,9 +3,9 @@
 
 use std::future::poll_fn;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 
-use crate::l4::uring::{self, exec, EventfdWatch};
+use crate::l4::uring::{self, consume_eventfd, exec, new_eventfd, EventfdWatch};
 
 /// An eventfd that a core's task waits on through its executor: the lean loop's ring (an
 /// IORING_OP_POLL_ADD) or glommio's reactor. Rings coalesce: a waiter learns that the bell
@@ -21,15 +21,7 @@ impl Doorbell {
     /// # Errors
     /// When no eventfd can be created (out of descriptors or memory).
     pub fn new() -> io::Result<Doorbell> {
-        // SAFETY: plain eventfd creation; the result is checked before use.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh descriptor that nothing else owns.
-        Ok(Doorbell {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
-        })
+        Ok(Doorbell { fd: new_eventfd()? })
     }
 
     /// Rings the bell: the waiting task (or the next to wait) wakes. From any thread; one
@@ -61,12 +53,12 @@ impl Doorbell {
     /// # Panics
     /// Polled outside both executors (as glommio's streams do), unless the bell had rung.
     pub async fn rung(&self) -> io::Result<()> {
-        if self.consume() {
+        if self.take() {
             return Ok(());
         }
         if exec::is_running() {
             uring::readable(self.fd.as_raw_fd()).await?;
-            self.consume();
+            self.take();
             return Ok(());
         }
         let mut watch = EventfdWatch::new(self.fd.as_raw_fd());
@@ -82,21 +74,7 @@ impl Doorbell {
     /// Whether the bell rang since the last look (which this is), without waiting: for a
     /// thread that waits for the descriptor itself, say in `poll` with others.
     pub fn take(&self) -> bool {
-        self.consume()
-    }
-
-    /// Reads (and so resets) the counter; true when the bell had rung.
-    fn consume(&self) -> bool {
-        let mut value = 0u64;
-        // SAFETY: an 8-byte read into a u64 on the stack from our non-blocking eventfd.
-        let n = unsafe {
-            libc::read(
-                self.fd.as_raw_fd(),
-                (&mut value as *mut u64).cast(),
-                std::mem::size_of::<u64>(),
-            )
-        };
-        n == std::mem::size_of::<u64>() as isize
+        consume_eventfd(self.fd.as_raw_fd())
     }
 }
 

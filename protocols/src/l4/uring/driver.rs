@@ -274,13 +274,7 @@ fn new_ring() -> io::Result<IoUring> {
 impl Driver {
     fn new() -> io::Result<Driver> {
         let mut ring = new_ring()?;
-        // SAFETY: plain eventfd creation; the result is checked before use.
-        let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
-        if efd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `efd` is a fresh descriptor nobody else owns.
-        let eventfd = unsafe { OwnedFd::from_raw_fd(efd) };
+        let eventfd = new_eventfd()?;
         ring.submitter().register_eventfd(eventfd.as_raw_fd())?;
         // Notifications only while parked.
         ring.completion().disable_eventfd();
@@ -676,32 +670,28 @@ impl Driver {
                 inner.stats.parks += 1;
                 let due = inner.notes.due.len();
                 let silent = inner.notes.silent_queued.len();
-                if silent > 0 && inner.in_kernel <= silent {
-                    let result = inner.enter(|s| s.submit());
-                    drop(guard);
-                    if let Err(e) = result {
-                        log::error!("io_uring_enter (submit) failed: {e}");
-                    }
-                    self.reap();
-                    return;
-                }
                 let deadline = match deadline {
                     None if inner.in_kernel == 0 => Some(now + IDLE_WAIT_CAP),
                     d => d,
                 };
-                let alarmed = match deadline {
-                    Some(d) => due == 0 && inner.set_alarm(now, d),
-                    None => due == 0,
-                };
-                let result = if alarmed {
-                    inner.enter(|s| s.submit_and_wait(1))
+                let result = if silent > 0 && inner.in_kernel <= silent {
+                    // Only silent SENDs could end the wait, and they post nothing when whole.
+                    inner.enter(|s| s.submit())
                 } else {
-                    let cap = if due > 0 { DUE_WAIT_CAP } else { IDLE_WAIT_CAP };
-                    let timeout =
-                        deadline.map_or(cap, |d| d.saturating_duration_since(now).min(cap));
-                    let ts = types::Timespec::from(timeout);
-                    let args = types::SubmitArgs::new().timespec(&ts);
-                    inner.enter(|s| s.submit_with_args(1 + due, &args))
+                    let alarmed = match deadline {
+                        Some(d) => due == 0 && inner.set_alarm(now, d),
+                        None => due == 0,
+                    };
+                    if alarmed {
+                        inner.enter(|s| s.submit_and_wait(1))
+                    } else {
+                        let cap = if due > 0 { DUE_WAIT_CAP } else { IDLE_WAIT_CAP };
+                        let timeout =
+                            deadline.map_or(cap, |d| d.saturating_duration_since(now).min(cap));
+                        let ts = types::Timespec::from(timeout);
+                        let args = types::SubmitArgs::new().timespec(&ts);
+                        inner.enter(|s| s.submit_with_args(1 + due, &args))
+                    }
                 };
                 if let Err(e) = result {
                     match e.raw_os_error() {
@@ -1276,17 +1266,34 @@ impl EventfdWatch {
 
     /// Reads (and so resets) the eventfd's counter; true when it had fired.
     fn consume(&self) -> bool {
-        let mut value = 0u64;
-        // SAFETY: an 8-byte read into a u64 on the stack from our non-blocking eventfd.
-        let n = unsafe {
-            libc::read(
-                self.eventfd,
-                (&mut value as *mut u64).cast(),
-                std::mem::size_of::<u64>(),
-            )
-        };
-        n == std::mem::size_of::<u64>() as isize
+        consume_eventfd(self.eventfd)
     }
+}
+
+/// A non-blocking, close-on-exec eventfd at zero (the ring's, and `rt::Doorbell`'s).
+pub(crate) fn new_eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: plain eventfd creation; the result is checked before use.
+    let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reads (and so resets) the counter of the non-blocking eventfd `fd`; true when it was not
+/// zero.
+pub(crate) fn consume_eventfd(fd: RawFd) -> bool {
+    let mut value = 0u64;
+    // SAFETY: an 8-byte read into a u64 on the stack from a non-blocking eventfd.
+    let n = unsafe {
+        libc::read(
+            fd,
+            (&mut value as *mut u64).cast(),
+            std::mem::size_of::<u64>(),
+        )
+    };
+    n == std::mem::size_of::<u64>() as isize
 }
 
 impl Driver {

@@ -37,7 +37,7 @@ use futures_lite::future::poll_fn;
 
 use io_uring::{opcode, squeue, types};
 
-pub(crate) use self::driver::EventfdWatch;
+pub(crate) use self::driver::{consume_eventfd, new_eventfd, EventfdWatch};
 use self::driver::{Abandoned, InFlight, NoResources};
 use self::slots::{Key, IGNORED_USER_DATA};
 use super::buf::{IoBuf, READ_BUF_SIZE};
