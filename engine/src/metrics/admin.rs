@@ -16,6 +16,7 @@ use ringway_protocols::http::v1::{parse_request, Limits, Parsed};
 use ringway_protocols::rt::Doorbell;
 
 use super::ServerStats;
+use crate::runtime::poll_readable;
 
 /// Time a scraper gets to send its request.
 const ADMIN_READ_TIMEOUT: Duration = Duration::from_secs(2);
@@ -87,20 +88,11 @@ impl Drop for AdminServer {
 
 /// Sleeps until `listener` has a connection to accept (true) or `stop` rang (false).
 fn wait_readable(listener: &TcpListener, stop: &Doorbell) -> bool {
-    let watch = |fd| libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let mut fds = [watch(listener.as_raw_fd()), watch(stop.as_fd().as_raw_fd())];
-    // SAFETY: two initialized pollfds on the stack.
-    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, -1) };
-    if n < 0 {
-        // EINTR: look again (the listener is non-blocking; a spurious accept is harmless).
-        return true;
-    }
+    // Interrupted, neither is readable: look again (the listener is non-blocking, so a
+    // spurious accept is harmless).
+    let [_, rang] = poll_readable([listener.as_raw_fd(), stop.as_fd().as_raw_fd()], None);
     // The eventfd is read only when it is readable (a scrape costs no read of it).
-    !(fds[1].revents != 0 && stop.take())
+    !(rang && stop.take())
 }
 
 fn serve_one(mut s: TcpStream, stats: &impl Fn() -> ServerStats) -> io::Result<()> {

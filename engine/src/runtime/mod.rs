@@ -14,6 +14,26 @@ pub use limits::{
 };
 pub use signal::{LocalNotify, LocalSignal, Notified, WaitSlot};
 
+/// Sleeps in `poll` until one of `fds` is readable or `timeout` passes (`None`: no bound), on a
+/// control-plane thread (never a core). Says which are readable: none after the timeout or an
+/// interruption. A negative descriptor is left out.
+pub(crate) fn poll_readable<const N: usize>(
+    fds: [std::os::fd::RawFd; N],
+    timeout: Option<Duration>,
+) -> [bool; N] {
+    let mut polled = fds.map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    let timeout_ms = timeout.map_or(-1, |t| {
+        libc::c_int::try_from(t.as_millis().max(1)).unwrap_or(libc::c_int::MAX)
+    });
+    // SAFETY: N initialized pollfds on the stack (the kernel ignores negative descriptors).
+    let n = unsafe { libc::poll(polled.as_mut_ptr(), N as libc::nfds_t, timeout_ms) };
+    polled.map(|p| n > 0 && p.revents != 0)
+}
+
 /// Memory glommio registers on each of an executor's rings; networking does not use it, so it
 /// is kept small (glommio's default of 10 MiB would not fit an 8 MiB RLIMIT_MEMLOCK).
 pub const IO_MEMORY: usize = 64 * 1024;

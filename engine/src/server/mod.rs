@@ -31,8 +31,8 @@ use crate::metrics::{bump, CoreMetrics, CoreStats, ServerStats};
 use crate::proxy::panic::{caught_panics, guard, install_hook, Guarded, PanicHookMode};
 use crate::proxy::{serve_connection, CoreCtx, HttpSettings, ProxyHttp};
 use crate::runtime::{
-    check_memlock, raise_nofile, resolve_cpus, CoreId, CpuList, LocalNotify, LocalSignal,
-    RuntimeError, WaitSlot, IO_MEMORY,
+    check_memlock, poll_readable, raise_nofile, resolve_cpus, CoreId, CpuList, LocalNotify,
+    LocalSignal, RuntimeError, WaitSlot, IO_MEMORY,
 };
 use crate::upstream::{Pool, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_IDLE_PER_PEER};
 
@@ -739,27 +739,17 @@ fn wait_control(
     timeout: Option<Duration>,
 ) -> Option<i32> {
     use std::os::fd::{AsFd, AsRawFd};
-    let watch = |fd: std::os::fd::RawFd| libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let mut fds = [
-        watch(signals.as_raw_fd()),
-        watch(ended.as_fd().as_raw_fd()),
-        watch(upgrade.map_or(-1, |u| u.listener.as_raw_fd())),
-    ];
-    let timeout_ms = timeout.map_or(-1, |t| {
-        libc::c_int::try_from(t.as_millis().max(1)).unwrap_or(libc::c_int::MAX)
-    });
-    // SAFETY: three initialized pollfds on the stack (a negative fd is ignored).
-    let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
-    if n < 0 {
-        // EINTR: the caller looks at its state and comes back.
-        return None;
-    }
+    // Interrupted, timed out or not, the caller looks at its state and comes back.
+    let [signalled, _, _] = poll_readable(
+        [
+            signals.as_raw_fd(),
+            ended.as_fd().as_raw_fd(),
+            upgrade.map_or(-1, |u| u.listener.as_raw_fd()),
+        ],
+        timeout,
+    );
     ended.take();
-    if fds[0].revents == 0 {
+    if !signalled {
         return None;
     }
     // SAFETY: all-zero bytes are a valid signalfd_siginfo.
