@@ -209,23 +209,28 @@ fn a_second_signal_stops_waiting_for_in_flight_requests() {
         c.request("GET", &get("/")).map(|r| r.status())
     });
     std::thread::sleep(Duration::from_millis(400));
-    let pid = child.0.id() as i32;
-    // SIGTERM starts the drain; SIGINT, a second signal, ends the wait for the request.
+    // SIGTERM starts the drain; SIGINT, a second signal, ends the wait for the request (the
+    // origin answers after 5 s).
     // SAFETY: signalling our own child by pid.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) }, 0);
     std::thread::sleep(Duration::from_millis(300));
-    let sent = Instant::now();
-    // SAFETY: as above.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGINT) }, 0);
-    let status = child.0.wait().unwrap();
-    assert!(status.success(), "{status:?}");
-    assert!(
-        sent.elapsed() < Duration::from_secs(3),
-        "exited {:?} after the second signal, the origin answers after 5 s",
-        sent.elapsed()
-    );
+    exits_zero_on(&mut child, libc::SIGINT, Duration::from_secs(3), "force");
     // The request in flight was cut, not answered.
     assert_eq!(inflight.join().unwrap(), None);
+}
+
+/// Sends `signal` to the child and checks that it exits 0 within `within`.
+fn exits_zero_on(child: &mut Proc, signal: i32, within: Duration, case: &str) {
+    let sent = Instant::now();
+    // SAFETY: signalling our own child by pid.
+    assert_eq!(unsafe { libc::kill(child.0.id() as i32, signal) }, 0);
+    let status = child.0.wait().unwrap();
+    assert!(status.success(), "{case}: {status:?}");
+    assert!(
+        sent.elapsed() < within,
+        "{case}: exited {:?} after signal {signal}",
+        sent.elapsed()
+    );
 }
 
 /// Voluntary context switches of each of `pid`'s threads (a thread blocks, then something
@@ -254,7 +259,7 @@ fn an_idle_server_sleeps_until_something_happens() {
         // 1. The binary on one core, with an upstream it has not used yet.
         let o = ringway_tests::origin();
         let admin = free_port();
-        let (child, addr) = serve_quietly(
+        let (mut child, addr) = serve_quietly(
             &format!("idle-{io}.toml"),
             &format!("cpus = [0]\nio = \"{io}\"\nadmin = \"{admin}\""),
             o.addr(),
@@ -312,17 +317,7 @@ fn an_idle_server_sleeps_until_something_happens() {
                 .any(|l| l.starts_with("ringway_requests_total") && l.ends_with(" 1")),
             "io = {io}: {text}"
         );
-        let sent = Instant::now();
-        // SAFETY: signalling our own child by pid.
-        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGTERM) }, 0);
-        let mut child = child;
-        let status = child.0.wait().unwrap();
-        assert!(status.success(), "io = {io}: {status:?}");
-        assert!(
-            sent.elapsed() < Duration::from_secs(2),
-            "io = {io}: exited {:?} after SIGTERM",
-            sent.elapsed()
-        );
+        exits_zero_on(&mut child, libc::SIGTERM, Duration::from_secs(2), io);
     }
 }
 
