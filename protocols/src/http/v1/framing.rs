@@ -4,7 +4,10 @@
 
 use super::error::HttpError;
 use super::head::{Method, RequestHead, ResponseHead, Version};
-use super::headers::{has_token, is_tchar, list_elements, Headers};
+use super::headers::{
+    has_token, is_tchar, known_bit, list_elements, Headers, CONTENT_LENGTH, HOP_BY_HOP_BITS,
+    TRANSFER_ENCODING,
+};
 
 /// How a message body is delimited on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -42,6 +45,9 @@ fn framing_fields(headers: &Headers) -> FramingFields<'_> {
         content_length_lines: 0,
         transfer_encoding: false,
     };
+    if headers.known_bits() & (CONTENT_LENGTH | TRANSFER_ENCODING) == 0 {
+        return found;
+    }
     for (name, value) in headers.iter() {
         if name.eq_ignore_ascii_case("content-length") {
             found.content_length_lines += 1;
@@ -248,18 +254,6 @@ pub fn expects_continue(head: &RequestHead) -> bool {
     head.version == Version::Http11 && has_token(&head.headers, "expect", "100-continue")
 }
 
-/// Fields that never cross a proxy (RFC 9110 section 7.6.1), plus the framing fields the
-/// encoder regenerates from the parsed framing (RFC 9112 section 6).
-const HOP_BY_HOP: [&str; 7] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "transfer-encoding",
-    "upgrade",
-    "content-length",
-];
-
 /// Strips the hop-by-hop fields before a message is forwarded (RFC 9110 section 7.6.1).
 ///
 /// Removes `Connection` and every field it names, `Keep-Alive`, `Proxy-Connection`, `TE`,
@@ -268,12 +262,16 @@ const HOP_BY_HOP: [&str; 7] = [
 /// not be able to make Ringway forward a request without its authority. One pass over the
 /// fields.
 pub fn remove_hop_by_hop(headers: &mut Headers) {
+    if headers.known_bits() & HOP_BY_HOP_BITS == 0 {
+        // Nothing to strip, and no Connection to name anything else.
+        return;
+    }
     let named: Vec<String> = list_elements(headers, "connection")
         .filter(|option| !option.is_empty() && !option.eq_ignore_ascii_case(b"host"))
         .filter_map(|option| std::str::from_utf8(option).ok().map(str::to_owned))
         .collect();
     headers.retain(|name, _| {
-        !HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+        known_bit(name) & HOP_BY_HOP_BITS == 0
             && !named.iter().any(|n| name.eq_ignore_ascii_case(n))
     });
 }
@@ -283,6 +281,50 @@ mod tests {
     use super::*;
     use crate::http::v1::{parse_request, parse_response, Limits, Parsed};
     use HttpError::*;
+
+    /// Fields that never cross a proxy (RFC 9110 section 7.6.1), plus the framing fields the
+    /// encoder regenerates from the parsed framing (RFC 9112 section 6).
+    const HOP_BY_HOP: [&str; 7] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    ];
+
+    #[test]
+    fn the_hop_by_hop_bits_are_exactly_the_hop_by_hop_names() {
+        let bits = HOP_BY_HOP.iter().fold(0, |b, n| b | known_bit(n));
+        assert_eq!(bits, HOP_BY_HOP_BITS);
+        assert_eq!(bits.count_ones(), 7, "a bit each");
+        for other in [
+            "host",
+            "expect",
+            "x-forwarded-for",
+            "te2",
+            "accept",
+            "cookie",
+        ] {
+            assert_eq!(known_bit(other) & HOP_BY_HOP_BITS, 0, "{other}");
+        }
+        let mut h = Headers::new();
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            // Any case, and every one of them stripped.
+            let name = if i % 2 == 0 {
+                name.to_ascii_uppercase()
+            } else {
+                name.to_string()
+            };
+            h.append(&name, "x");
+        }
+        h.append("Host", "a");
+        h.append("X-Keep", "1");
+        remove_hop_by_hop(&mut h);
+        let left: Vec<_> = h.iter().map(|(n, _)| n.to_string()).collect();
+        assert_eq!(left, ["Host", "X-Keep"]);
+    }
 
     fn request(raw: &str) -> RequestHead {
         match parse_request(raw.as_bytes(), &Limits::default()) {

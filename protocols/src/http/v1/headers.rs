@@ -69,6 +69,149 @@ pub struct Headers {
     /// name range holds the bytes of a `&str` appended whole, so it is valid UTF-8.
     bytes: Vec<u8>,
     fields: Vec<Field>,
+    /// A bit per [`KNOWN`] name that may be present: set when a field of that name is
+    /// appended, recomputed when fields are removed. A clear bit answers a lookup of that name
+    /// without a scan; most lookups on the request path (`Connection`, `Upgrade`,
+    /// `Transfer-Encoding`, `Expect`...) are for fields a message does not carry.
+    known: u16,
+}
+
+/// Names looked up on every message, by the codec (framing, persistence, hop-by-hop fields,
+/// `Host`, `Expect`) or the gateway (`X-Forwarded-For`); lowercase. [`known_bit`] maps a name
+/// to its bit.
+const KNOWN: [&str; 10] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "upgrade",
+    "expect",
+    "x-forwarded-for",
+];
+
+/// [`known_bit`] of `content-length`.
+pub(crate) const CONTENT_LENGTH: u16 = 1 << 1;
+/// [`known_bit`] of `transfer-encoding`.
+pub(crate) const TRANSFER_ENCODING: u16 = 1 << 2;
+/// The bits of the hop-by-hop and framing names a proxy strips (see
+/// `framing::remove_hop_by_hop`): all of [`KNOWN`] but `host`, `expect` and
+/// `x-forwarded-for`.
+pub(crate) const HOP_BY_HOP_BITS: u16 = 0b00_1111_1110;
+
+/// A [`KNOWN`] name as up to three (possibly overlapping) windows of its bytes, each read as an
+/// integer: a name of the same length is that name when each of its windows, OR'd with the
+/// window's `fold`, equals `word`. `fold` has 0x20 at letters only, so the comparison is exact:
+/// a letter matches either case, and every other byte only itself. About a tenth of the
+/// instructions of `eq_ignore_ascii_case`, which goes a byte at a time.
+#[derive(Clone, Copy)]
+struct Pattern {
+    /// Bytes per window: 2, 4 or 8.
+    width: usize,
+    at: [usize; 3],
+    word: [u64; 3],
+    fold: [u64; 3],
+}
+
+/// One window of `name` (lowercase) at `at`, and its fold.
+const fn window(name: &[u8], at: usize, width: usize) -> (u64, u64) {
+    let (mut word, mut fold, mut i) = (0u64, 0u64, 0);
+    while i < width {
+        let b = name[at + i];
+        word |= (b as u64) << (8 * i);
+        if b.is_ascii_lowercase() {
+            fold |= 0x20 << (8 * i);
+        }
+        i += 1;
+    }
+    (word, fold)
+}
+
+const fn pattern(name: &str) -> Pattern {
+    let name = name.as_bytes();
+    let len = name.len();
+    let width = if len >= 8 {
+        8
+    } else if len >= 4 {
+        4
+    } else {
+        2
+    };
+    let middle = if len > 2 * width { width } else { len - width };
+    let at = [0, middle, len - width];
+    let mut p = Pattern {
+        width,
+        at,
+        word: [0; 3],
+        fold: [0; 3],
+    };
+    let mut i = 0;
+    while i < 3 {
+        let (word, fold) = window(name, at[i], width);
+        p.word[i] = word;
+        p.fold[i] = fold;
+        i += 1;
+    }
+    p
+}
+
+/// [`KNOWN`] as [`Pattern`]s, in the same order.
+const PATTERNS: [Pattern; KNOWN.len()] = {
+    let mut out = [Pattern {
+        width: 2,
+        at: [0; 3],
+        word: [0; 3],
+        fold: [0; 3],
+    }; KNOWN.len()];
+    let mut i = 0;
+    while i < KNOWN.len() {
+        out[i] = pattern(KNOWN[i]);
+        i += 1;
+    }
+    out
+};
+
+/// The window of `name` at `at`, `width` bytes, as an integer (little-endian, as [`window`]).
+#[inline]
+fn load(name: &[u8], at: usize, width: usize) -> Option<u64> {
+    let bytes = name.get(at..at + width)?;
+    Some(match width {
+        8 => u64::from_le_bytes(bytes.try_into().ok()?),
+        4 => u64::from(u32::from_le_bytes(bytes.try_into().ok()?)),
+        _ => u64::from(u16::from_le_bytes(bytes.try_into().ok()?)),
+    })
+}
+
+/// Whether `name`, as long as the pattern's name, is that name in any case.
+#[inline]
+fn matches(p: &Pattern, name: &[u8]) -> bool {
+    (0..3).all(|i| load(name, p.at[i], p.width).is_some_and(|w| w | p.fold[i] == p.word[i]))
+}
+
+/// The bit of `name` among [`KNOWN`] (case-insensitively), or 0 for any other name. A length
+/// dispatch and one comparison of up to three words.
+#[inline]
+pub(crate) fn known_bit(name: &str) -> u16 {
+    let index = match name.len() {
+        2 => 6,
+        4 => 0,
+        6 => 8,
+        7 => 7,
+        10 if matches!(name.as_bytes()[0], b'c' | b'C') => 3,
+        10 => 4,
+        14 => 1,
+        15 => 9,
+        16 => 5,
+        17 => 2,
+        _ => return 0,
+    };
+    if matches(&PATTERNS[index], name.as_bytes()) {
+        1 << index
+    } else {
+        0
+    }
 }
 
 impl Headers {
@@ -88,6 +231,7 @@ impl Headers {
         let mut copy = Self::with_room(self.fields.len() + fields, self.bytes.len() + bytes);
         copy.bytes.extend_from_slice(&self.bytes);
         copy.fields.extend_from_slice(&self.fields);
+        copy.known = self.known;
         copy
     }
 
@@ -116,7 +260,22 @@ impl Headers {
         Self {
             bytes: b,
             fields: f,
+            known: 0,
         }
+    }
+
+    /// Whether a field named `name` may be present: false only when it certainly is not
+    /// (see [`Headers::known`]).
+    #[inline]
+    fn may_contain(&self, name: &str) -> bool {
+        let bit = known_bit(name);
+        bit == 0 || self.known & bit != 0
+    }
+
+    /// The [`KNOWN`] names that may be present, a bit each (see [`known_bit`]).
+    #[inline]
+    pub(crate) fn known_bits(&self) -> u16 {
+        self.known
     }
 
     fn name_of(&self, field: &Field) -> &str {
@@ -139,6 +298,9 @@ impl Headers {
 
     /// The value of the first field named `name`.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
+        if !self.may_contain(name) {
+            return None;
+        }
         self.fields
             .iter()
             .find(|f| self.name_of(f).eq_ignore_ascii_case(name))
@@ -152,27 +314,40 @@ impl Headers {
 
     /// The values of every field named `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.iter()
+        // An absent known name iterates over no field at all.
+        let fields = if self.may_contain(name) {
+            &self.fields[..]
+        } else {
+            &[]
+        };
+        fields
+            .iter()
+            .map(|f| (self.name_of(f), self.value_of(f)))
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v)
     }
 
     /// Whether a field named `name` is present.
     pub fn contains(&self, name: &str) -> bool {
-        self.fields
-            .iter()
-            .any(|f| self.name_of(f).eq_ignore_ascii_case(name))
+        self.may_contain(name)
+            && self
+                .fields
+                .iter()
+                .any(|f| self.name_of(f).eq_ignore_ascii_case(name))
     }
 
     /// Replaces every field named `name` with one field, placed where the first one was (or at
     /// the end). Does not validate: see [`Headers::try_insert`].
     pub fn insert(&mut self, name: impl AsRef<str>, value: impl AsRef<[u8]>) {
         let name = name.as_ref();
-        let Some(first) = self
-            .fields
-            .iter()
-            .position(|f| self.name_of(f).eq_ignore_ascii_case(name))
-        else {
+        let first = if self.may_contain(name) {
+            self.fields
+                .iter()
+                .position(|f| self.name_of(f).eq_ignore_ascii_case(name))
+        } else {
+            None
+        };
+        let Some(first) = first else {
             self.append(name, value);
             return;
         };
@@ -203,6 +378,7 @@ impl Headers {
             value_start,
             value_end: self.bytes.len(),
         });
+        self.known |= known_bit(name);
     }
 
     /// [`Headers::insert`] after checking the name is a token and the value has no control
@@ -239,6 +415,9 @@ impl Headers {
 
     /// Removes every field named `name`; returns how many were removed.
     pub fn remove(&mut self, name: &str) -> usize {
+        if !self.may_contain(name) {
+            return 0;
+        }
         let before = self.fields.len();
         self.retain(|n, _| !n.eq_ignore_ascii_case(name));
         before - self.fields.len()
@@ -246,10 +425,17 @@ impl Headers {
 
     /// Keeps only the fields for which `keep(name, value)` is true, in order.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &[u8]) -> bool) {
+        let before = self.fields.len();
         let bytes = &self.bytes;
         self.fields
             .retain(|f| keep(name_in(bytes, f), &bytes[f.value_start..f.value_end]));
-        self.compact_if_sparse();
+        if self.fields.len() != before {
+            self.known = self
+                .fields
+                .iter()
+                .fold(0, |known, f| known | known_bit(name_in(bytes, f)));
+            self.compact_if_sparse();
+        }
     }
 
     /// Every field as `(name, value)`, in order.
@@ -523,5 +709,97 @@ mod tests {
         assert_eq!(e, vec![&b"close"[..], b"", b"keep-alive", b"Upgrade"]);
         assert!(has_token(&h, "connection", "UPGRADE"));
         assert_eq!(trim_ows(b"  "), b"");
+    }
+
+    #[test]
+    fn every_known_name_has_its_own_bit_and_no_other_name_has_one() {
+        for (i, name) in KNOWN.iter().enumerate() {
+            assert_eq!(known_bit(name), 1 << i, "{name}");
+            assert_eq!(known_bit(&name.to_ascii_uppercase()), 1 << i, "{name}");
+        }
+        // Same lengths as known names, other bytes.
+        for other in [
+            "tf",
+            "hose",
+            "accept",
+            "upgrad3",
+            "connexion",
+            "keep-alivf",
+            "x",
+        ] {
+            assert_eq!(known_bit(other), 0, "{other}");
+        }
+        assert_eq!(known_bit(""), 0);
+        // Every one-byte change of every known name answers as `eq_ignore_ascii_case` does:
+        // the word comparison folds the case of letters only (`\r` is not `-`, `@` not `` ` ``).
+        for (i, name) in KNOWN.iter().enumerate() {
+            for at in 0..name.len() {
+                for b in 0u8..128 {
+                    let mut changed = name.as_bytes().to_vec();
+                    changed[at] = b;
+                    let Ok(changed) = std::str::from_utf8(&changed) else {
+                        continue;
+                    };
+                    let expected = if changed.eq_ignore_ascii_case(name) {
+                        1 << i
+                    } else {
+                        0
+                    };
+                    assert_eq!(known_bit(changed), expected, "{changed:?}");
+                }
+            }
+        }
+    }
+
+    /// The known-name bits only ever skip a scan for a field that is certainly absent: every
+    /// lookup answers as a plain scan would, through appends, inserts, removals and retains.
+    #[test]
+    fn lookups_of_known_names_agree_with_a_scan_through_every_edit() {
+        fn scan<'a>(h: &'a Headers, name: &str) -> Vec<&'a [u8]> {
+            h.iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v)
+                .collect()
+        }
+        fn check(h: &Headers, step: &str) {
+            for name in KNOWN.iter().chain(&["x-other", "accept"]) {
+                let all: Vec<_> = h.get_all(name).collect();
+                assert_eq!(all, scan(h, name), "{step}: get_all({name})");
+                assert_eq!(
+                    h.get(name),
+                    scan(h, name).first().copied(),
+                    "{step}: {name}"
+                );
+                assert_eq!(
+                    h.contains(name),
+                    !scan(h, name).is_empty(),
+                    "{step}: {name}"
+                );
+            }
+        }
+        let mut h = Headers::new();
+        check(&h, "empty");
+        h.append("Host", "a");
+        h.append("CONTENT-LENGTH", "3");
+        h.append("X-Other", "1");
+        check(&h, "appended");
+        let copy = h.clone_with_room(2, 16);
+        check(&copy, "copied with room");
+        h.insert("connection", "close");
+        h.insert("Content-Length", "4");
+        check(&h, "inserted");
+        assert_eq!(h.remove("content-length"), 1);
+        assert_eq!(h.remove("content-length"), 0);
+        check(&h, "removed");
+        h.retain(|n, _| !n.eq_ignore_ascii_case("host"));
+        check(&h, "retained");
+        h.append("Host", "b");
+        check(&h, "appended again");
+        for i in 0..200 {
+            // Enough edits to compact the arena.
+            h.insert("X-Forwarded-For", format!("10.0.0.{i}"));
+        }
+        check(&h, "compacted");
+        assert_eq!(h.get("x-forwarded-for"), Some(&b"10.0.0.199"[..]));
     }
 }
