@@ -5,8 +5,8 @@
 use super::error::HttpError;
 use super::head::{Method, RequestHead, ResponseHead, Version};
 use super::headers::{
-    has_token, is_tchar, known_bit, list_elements, Headers, CONTENT_LENGTH, HOP_BY_HOP_BITS,
-    TRANSFER_ENCODING,
+    has_token, is_tchar, known_bit, list_elements, Headers, CONNECTION, CONTENT_LENGTH, EXPECT,
+    HOP_BY_HOP_BITS, TRANSFER_ENCODING,
 };
 
 /// How a message body is delimited on the wire.
@@ -63,7 +63,7 @@ fn framing_fields(headers: &Headers) -> FramingFields<'_> {
 fn final_coding(headers: &Headers) -> Result<FinalCoding, HttpError> {
     let mut codings = 0usize;
     let mut chunked_at = None;
-    for element in list_elements(headers, "transfer-encoding") {
+    for element in list_elements(headers, TRANSFER_ENCODING, "transfer-encoding") {
         // transfer-coding = token; Ringway takes no parameters, quotes or empty elements
         // (RFC 9112 section 7; policy: malformed Transfer-Encoding is 400)
         if element.is_empty() || !element.iter().all(|&b| is_tchar(b)) {
@@ -217,7 +217,7 @@ pub fn response_framing(
 /// Whether the connection options ask to close, or to keep alive (RFC 9112 section 9.3).
 fn connection_options(headers: &Headers) -> (bool, bool) {
     let (mut close, mut keep_alive) = (false, false);
-    for option in list_elements(headers, "connection") {
+    for option in list_elements(headers, CONNECTION, "connection") {
         close |= option.eq_ignore_ascii_case(b"close");
         keep_alive |= option.eq_ignore_ascii_case(b"keep-alive");
     }
@@ -251,7 +251,7 @@ pub fn response_keep_alive(head: &ResponseHead, framing: &BodyFraming) -> bool {
 ///
 /// Always false for HTTP/1.0, whose expectation a server must ignore (RFC 9110 section 10.1.1).
 pub fn expects_continue(head: &RequestHead) -> bool {
-    head.version == Version::Http11 && has_token(&head.headers, "expect", "100-continue")
+    head.version == Version::Http11 && has_token(&head.headers, EXPECT, "expect", "100-continue")
 }
 
 /// Strips the hop-by-hop fields before a message is forwarded (RFC 9110 section 7.6.1).
@@ -266,7 +266,7 @@ pub fn remove_hop_by_hop(headers: &mut Headers) {
         // Nothing to strip, and no Connection to name anything else.
         return;
     }
-    let named: Vec<String> = list_elements(headers, "connection")
+    let named: Vec<String> = list_elements(headers, CONNECTION, "connection")
         .filter(|option| !option.is_empty() && !option.eq_ignore_ascii_case(b"host"))
         .filter_map(|option| std::str::from_utf8(option).ok().map(str::to_owned))
         .collect();

@@ -93,9 +93,13 @@ const KNOWN: [&str; 10] = [
 ];
 
 /// [`known_bit`] of `content-length`.
-pub(crate) const CONTENT_LENGTH: u16 = 1 << 1;
+pub(crate) const CONTENT_LENGTH: u16 = known_bit_const("content-length");
 /// [`known_bit`] of `transfer-encoding`.
-pub(crate) const TRANSFER_ENCODING: u16 = 1 << 2;
+pub(crate) const TRANSFER_ENCODING: u16 = known_bit_const("transfer-encoding");
+/// [`known_bit`] of `connection`.
+pub(crate) const CONNECTION: u16 = known_bit_const("connection");
+/// [`known_bit`] of `expect`.
+pub(crate) const EXPECT: u16 = known_bit_const("expect");
 /// The bits of the hop-by-hop and framing names a proxy strips (see
 /// `framing::remove_hop_by_hop`): all of [`KNOWN`] but `host`, `expect` and
 /// `x-forwarded-for`.
@@ -173,45 +177,87 @@ const PATTERNS: [Pattern; KNOWN.len()] = {
     out
 };
 
-/// The window of `name` at `at`, `width` bytes, as an integer (little-endian, as [`window`]).
+/// The window of `name` at `at`, `width` bytes, as an integer (little-endian, as [`window`]);
+/// `at + width` is at most `name.len()` (the pattern is for a name of this length).
 #[inline]
-fn load(name: &[u8], at: usize, width: usize) -> Option<u64> {
-    let bytes = name.get(at..at + width)?;
-    Some(match width {
-        8 => u64::from_le_bytes(bytes.try_into().ok()?),
-        4 => u64::from(u32::from_le_bytes(bytes.try_into().ok()?)),
-        _ => u64::from(u16::from_le_bytes(bytes.try_into().ok()?)),
-    })
+fn load(name: &[u8], at: usize, width: usize) -> u64 {
+    match width {
+        8 => name
+            .get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u64::from_le_bytes),
+        4 => name
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, |b| u64::from(u32::from_le_bytes(b))),
+        _ => name
+            .get(at..at + 2)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, |b| u64::from(u16::from_le_bytes(b))),
+    }
 }
 
-/// Whether `name`, as long as the pattern's name, is that name in any case.
+/// [`KNOWN`]'s index for a name of this length and first byte, if any: a length dispatch, then
+/// the first byte, which turns away most other names of a known length (`Accept`, `Cookie`,
+/// `User-Agent`, `Accept-Encoding`...). Every known name starts with a letter, so `| 0x20`
+/// is exact.
 #[inline]
-fn matches(p: &Pattern, name: &[u8]) -> bool {
-    (0..3).all(|i| load(name, p.at[i], p.width).is_some_and(|w| w | p.fold[i] == p.word[i]))
-}
-
-/// The bit of `name` among [`KNOWN`] (case-insensitively), or 0 for any other name. A length
-/// dispatch and one comparison of up to three words.
-#[inline]
-pub(crate) fn known_bit(name: &str) -> u16 {
-    let index = match name.len() {
+const fn candidate(len: usize, first: u8) -> Option<usize> {
+    let index = match len {
         2 => 6,
         4 => 0,
         6 => 8,
         7 => 7,
-        10 if matches!(name.as_bytes()[0], b'c' | b'C') => 3,
+        10 if first | 0x20 == b'c' => 3,
         10 => 4,
         14 => 1,
         15 => 9,
         16 => 5,
         17 => 2,
-        _ => return 0,
+        _ => return None,
     };
-    if matches(&PATTERNS[index], name.as_bytes()) {
+    if first | 0x20 == PATTERNS[index].word[0] as u8 {
+        Some(index)
+    } else {
+        None
+    }
+}
+
+/// The bit of `name` among [`KNOWN`] (case-insensitively), or 0 for any other name: see
+/// [`candidate`], then one comparison of up to three words.
+#[inline]
+pub(crate) fn known_bit(name: &str) -> u16 {
+    let bytes = name.as_bytes();
+    let Some(index) = bytes.first().and_then(|&b| candidate(bytes.len(), b)) else {
+        return 0;
+    };
+    let p = &PATTERNS[index];
+    if (0..3).all(|i| load(bytes, p.at[i], p.width) | p.fold[i] == p.word[i]) {
         1 << index
     } else {
         0
     }
+}
+
+/// [`known_bit`] at compile time, for the codec's own lookups (see [`CONTENT_LENGTH`]).
+const fn known_bit_const(name: &str) -> u16 {
+    let bytes = name.as_bytes();
+    if bytes.is_empty() {
+        return 0;
+    }
+    let Some(index) = candidate(bytes.len(), bytes[0]) else {
+        return 0;
+    };
+    let p = &PATTERNS[index];
+    let mut i = 0;
+    while i < 3 {
+        let (word, _) = window(bytes, p.at[i], p.width);
+        if word | p.fold[i] != p.word[i] {
+            return 0;
+        }
+        i += 1;
+    }
+    1 << index
 }
 
 impl Headers {
@@ -314,8 +360,18 @@ impl Headers {
 
     /// The values of every field named `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.get_all_known(known_bit(name), name)
+    }
+
+    /// [`Headers::get_all`] for a name whose [`known_bit`] is `bit` (a constant).
+    pub(crate) fn get_all_known<'a>(
+        &'a self,
+        bit: u16,
+        name: &'a str,
+    ) -> impl Iterator<Item = &'a [u8]> + 'a {
+        debug_assert_eq!(bit, known_bit(name));
         // An absent known name iterates over no field at all.
-        let fields = if self.may_contain(name) {
+        let fields = if bit == 0 || self.known & bit != 0 {
             &self.fields[..]
         } else {
             &[]
@@ -548,14 +604,16 @@ fn validated(name: &str, value: &[u8]) -> Result<(), HttpError> {
     Ok(())
 }
 
-/// Iterates over the comma-separated elements of every `name` field, trimmed of OWS, skipping
+/// Iterates over the comma-separated elements of every `name` field (its [`known_bit`] is
+/// `bit`), trimmed of OWS, skipping
 /// none (an empty element comes out as `b""`) (RFC 9110 section 5.6.1).
 pub(crate) fn list_elements<'a>(
     headers: &'a Headers,
+    bit: u16,
     name: &'a str,
 ) -> impl Iterator<Item = &'a [u8]> + 'a {
     headers
-        .get_all(name)
+        .get_all_known(bit, name)
         .flat_map(|v| v.split(|&b| b == b','))
         .map(trim_ows)
 }
@@ -573,9 +631,9 @@ pub(crate) fn trim_ows(bytes: &[u8]) -> &[u8] {
     &bytes[start..end.max(start)]
 }
 
-/// Whether any comma-separated element of the `name` fields equals `token`, case-insensitively.
-pub(crate) fn has_token(headers: &Headers, name: &str, token: &str) -> bool {
-    list_elements(headers, name).any(|e| e.eq_ignore_ascii_case(token.as_bytes()))
+/// Whether any comma-separated element of the `name` fields (its [`known_bit`] is `bit`) equals `token`, case-insensitively.
+pub(crate) fn has_token(headers: &Headers, bit: u16, name: &str, token: &str) -> bool {
+    list_elements(headers, bit, name).any(|e| e.eq_ignore_ascii_case(token.as_bytes()))
 }
 
 #[cfg(test)]
@@ -705,9 +763,9 @@ mod tests {
         let mut h = Headers::new();
         h.append("Connection", " close ,, keep-alive");
         h.append("connection", "Upgrade");
-        let e: Vec<_> = list_elements(&h, "Connection").collect();
+        let e: Vec<_> = list_elements(&h, CONNECTION, "connection").collect();
         assert_eq!(e, vec![&b"close"[..], b"", b"keep-alive", b"Upgrade"]);
-        assert!(has_token(&h, "connection", "UPGRADE"));
+        assert!(has_token(&h, CONNECTION, "connection", "UPGRADE"));
         assert_eq!(trim_ows(b"  "), b"");
     }
 
@@ -716,6 +774,7 @@ mod tests {
         for (i, name) in KNOWN.iter().enumerate() {
             assert_eq!(known_bit(name), 1 << i, "{name}");
             assert_eq!(known_bit(&name.to_ascii_uppercase()), 1 << i, "{name}");
+            assert_eq!(known_bit_const(name), 1 << i, "{name}");
         }
         // Same lengths as known names, other bytes.
         for other in [
@@ -746,6 +805,7 @@ mod tests {
                         0
                     };
                     assert_eq!(known_bit(changed), expected, "{changed:?}");
+                    assert_eq!(known_bit_const(changed), expected, "{changed:?}");
                 }
             }
         }
