@@ -3,7 +3,7 @@
 
 use super::framing::BodyFraming;
 use super::head::{RequestHead, ResponseHead};
-use super::headers::Headers;
+use super::headers::{Headers, CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 
 /// Appends `n` in decimal.
 fn write_decimal(mut n: u64, out: &mut Vec<u8>) {
@@ -27,30 +27,18 @@ fn write_field(name: &str, value: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn is_framing_field(name: &str) -> bool {
-    name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("transfer-encoding")
-}
-
 /// A rough size for the head, so one reservation usually suffices.
 fn estimate(headers: &Headers, start_line: usize) -> usize {
-    start_line
-        + headers
-            .iter()
-            .map(|(n, v)| n.len() + v.len() + 4)
-            .sum::<usize>()
-        + 64
+    start_line + headers.wire_len() + 64
 }
 
 /// Writes the fields, skipping framing fields (and `Connection` when one is supplied).
 fn write_fields(headers: &Headers, connection: Option<&str>, out: &mut Vec<u8>) {
-    for (name, value) in headers.iter() {
-        if is_framing_field(name)
-            || (connection.is_some() && name.eq_ignore_ascii_case("connection"))
-        {
-            continue;
-        }
-        write_field(name, value, out);
+    let mut skip = CONTENT_LENGTH | TRANSFER_ENCODING;
+    if connection.is_some() {
+        skip |= CONNECTION;
     }
+    headers.write_wire(skip, out);
 }
 
 fn write_framing(framing: &BodyFraming, out: &mut Vec<u8>) {

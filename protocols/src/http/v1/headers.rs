@@ -61,12 +61,16 @@ fn name_in<'a>(bytes: &'a [u8], field: &Field) -> &'a str {
 /// use [`Headers::try_insert`] or [`Headers::try_append`] for values from untrusted sources,
 /// since the encoder writes what it is given.
 ///
-/// Storage is two allocations whatever the number of fields (names and values in one buffer,
-/// and an index), not two per field: this is built for every request and every response.
+/// Storage is two allocations whatever the number of fields (the fields in one buffer, and an
+/// index), not two per field: this is built for every request and every response. The buffer
+/// holds each field as it goes on the wire, `name: value\r\n`, so the encoder writes a run of
+/// fields with one copy (see [`Headers::write_wire`]).
 #[derive(Clone, Default)]
 pub struct Headers {
-    /// Names and values, back to back (one allocation per head, not two). Invariant: every
-    /// name range holds the bytes of a `&str` appended whole, so it is valid UTF-8.
+    /// Every field appended, as `name: value\r\n`, back to back (one allocation per head, not
+    /// two); a removed field's bytes stay until [`Headers::compact_if_sparse`]. Invariants:
+    /// every name range holds the bytes of a `&str` appended whole, so it is valid UTF-8; a
+    /// field's value is followed by `\r\n` (its wire form ends at `value_end + 2`).
     bytes: Vec<u8>,
     fields: Vec<Field>,
     /// A bit per [`KNOWN`] name that may be present: set when a field of that name is
@@ -75,6 +79,9 @@ pub struct Headers {
     /// `Transfer-Encoding`, `Expect`...) are for fields a message does not carry.
     known: u16,
 }
+
+/// Bytes a field takes on the wire besides its name and value: `: ` and `\r\n`.
+const WIRE_OVERHEAD: usize = 4;
 
 /// Names looked up on every message, by the codec (framing, persistence, hop-by-hop fields,
 /// `Host`, `Expect`) or the gateway (`X-Forwarded-For`); lowercase. [`known_bit`] maps a name
@@ -274,7 +281,10 @@ impl Headers {
     /// A copy with room for `fields` more fields and `bytes` more bytes of names and values, so
     /// that a filter adding a few fields to it (a proxy's `X-Forwarded-For`) does not reallocate.
     pub fn clone_with_room(&self, fields: usize, bytes: usize) -> Self {
-        let mut copy = Self::with_room(self.fields.len() + fields, self.bytes.len() + bytes);
+        let mut copy = Self::with_room(
+            self.fields.len() + fields,
+            self.bytes.len() + bytes + fields * WIRE_OVERHEAD,
+        );
         copy.bytes.extend_from_slice(&self.bytes);
         copy.fields.extend_from_slice(&self.fields);
         copy.known = self.known;
@@ -287,7 +297,7 @@ impl Headers {
         name_bytes: usize,
         value_bytes: usize,
     ) -> Self {
-        Self::with_room(fields, name_bytes + value_bytes)
+        Self::with_room(fields, name_bytes + value_bytes + fields * WIRE_OVERHEAD)
     }
 
     /// An empty list with room for `fields` fields and `bytes` bytes, in vectors a dropped head
@@ -424,15 +434,20 @@ impl Headers {
     /// [`Headers::try_append`].
     pub fn append(&mut self, name: impl AsRef<str>, value: impl AsRef<[u8]>) {
         let (name, value) = (name.as_ref(), value.as_ref());
+        self.bytes.reserve(name.len() + value.len() + WIRE_OVERHEAD);
         let name_start = self.bytes.len();
         self.bytes.extend_from_slice(name.as_bytes());
+        let name_end = self.bytes.len();
+        self.bytes.extend_from_slice(b": ");
         let value_start = self.bytes.len();
         self.bytes.extend_from_slice(value);
+        let value_end = self.bytes.len();
+        self.bytes.extend_from_slice(b"\r\n");
         self.fields.push(Field {
             name_start,
-            name_end: value_start,
+            name_end,
             value_start,
-            value_end: self.bytes.len(),
+            value_end,
         });
         self.known |= known_bit(name);
     }
@@ -501,6 +516,29 @@ impl Headers {
             .map(|f| (self.name_of(f), self.value_of(f)))
     }
 
+    /// An upper bound of what [`Headers::write_wire`] writes.
+    pub(crate) fn wire_len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// Appends every field as `name: value\r\n`, in order, but those whose name's
+    /// [`known_bit`] is in `skip`. Fields appended one after another go out in one copy.
+    pub(crate) fn write_wire(&self, skip: u16, out: &mut Vec<u8>) {
+        let check = self.known & skip != 0;
+        let (mut run_start, mut run_end) = (0, 0);
+        for f in &self.fields {
+            if check && known_bit(self.name_of(f)) & skip != 0 {
+                continue;
+            }
+            if f.name_start != run_end {
+                out.extend_from_slice(&self.bytes[run_start..run_end]);
+                run_start = f.name_start;
+            }
+            run_end = f.value_end + WIRE_OVERHEAD - 2;
+        }
+        out.extend_from_slice(&self.bytes[run_start..run_end]);
+    }
+
     /// Appends without any check: the parser has validated both already.
     pub(crate) fn push_parsed(&mut self, name: &str, value: &[u8]) {
         self.append(name, value);
@@ -512,10 +550,10 @@ impl Headers {
         let live: usize = self
             .fields
             .iter()
-            .map(|f| f.name_end - f.name_start + f.value_end - f.value_start)
+            .map(|f| f.value_end + WIRE_OVERHEAD - f.name_start)
             .sum();
         if self.bytes.len() > 2 * live + 1024 {
-            let mut compact = Self::with_exact_capacity(self.fields.len(), live, 0);
+            let mut compact = Self::with_room(self.fields.len(), live);
             for (name, value) in self.iter() {
                 compact.append(name, value);
             }
@@ -861,5 +899,58 @@ mod tests {
         }
         check(&h, "compacted");
         assert_eq!(h.get("x-forwarded-for"), Some(&b"10.0.0.199"[..]));
+    }
+
+    /// What `write_wire` writes is every field as `name: value\r\n` in order, whatever edits
+    /// left gaps or moved fields in the buffer, and without the skipped names.
+    #[test]
+    fn the_wire_form_is_each_field_in_order_through_every_edit() {
+        fn expected(h: &Headers, skip: &[&str]) -> String {
+            h.iter()
+                .filter(|(n, _)| !skip.iter().any(|s| n.eq_ignore_ascii_case(s)))
+                .map(|(n, v)| format!("{n}: {}\r\n", String::from_utf8_lossy(v)))
+                .collect()
+        }
+        fn check(h: &Headers, step: &str) {
+            for (bits, names) in [
+                (0, &[][..]),
+                (
+                    CONTENT_LENGTH | TRANSFER_ENCODING,
+                    &["content-length", "transfer-encoding"][..],
+                ),
+                (CONNECTION, &["connection"][..]),
+            ] {
+                let mut out = b"x".to_vec();
+                h.write_wire(bits, &mut out);
+                assert_eq!(
+                    String::from_utf8_lossy(&out[1..]),
+                    expected(h, names),
+                    "{step}, skipping {names:?}"
+                );
+                assert!(out.len() - 1 <= h.wire_len(), "{step}");
+            }
+        }
+        let mut h = Headers::new();
+        check(&h, "empty");
+        h.append("Host", "a");
+        h.append("Content-Length", "3");
+        h.append("X-A", "");
+        h.append("Connection", "close");
+        h.append("X-B", "2");
+        check(&h, "appended");
+        h.remove("x-a");
+        check(&h, "a gap");
+        h.insert("HOST", "b");
+        check(&h, "the first field moved to the end of the buffer");
+        h.retain(|n, _| n != "X-B");
+        check(&h, "the last one gone");
+        let copy = h.clone_with_room(1, 8);
+        check(&copy, "copied");
+        for i in 0..300 {
+            h.insert("X-Counter", i.to_string());
+        }
+        check(&h, "compacted");
+        h.retain(|_, _| false);
+        check(&h, "none left");
     }
 }
