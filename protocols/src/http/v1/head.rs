@@ -413,10 +413,7 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed<RequestHead>,
                 };
                 let authority = check_target(&method, target)?;
                 check_host(version, req.headers, authority)?;
-                let mut headers = owned_headers_for(req.headers);
-                for field in req.headers.iter() {
-                    headers.push_parsed(field.name, field.value);
-                }
+                let headers = Headers::from_parsed(window, req.headers);
                 Ok(Parsed::Complete {
                     head: RequestHead {
                         method,
@@ -472,10 +469,7 @@ pub fn parse_response(buf: &[u8], limits: &Limits) -> Result<Parsed<ResponseHead
                 } else {
                     Version::Http11
                 };
-                let mut headers = owned_headers_for(res.headers);
-                for field in res.headers.iter() {
-                    headers.push_parsed(field.name, field.value);
-                }
+                let headers = Headers::from_parsed(window, res.headers);
                 Ok(Parsed::Complete {
                     head: ResponseHead {
                         version,
@@ -504,14 +498,6 @@ pub fn parse_response(buf: &[u8], limits: &Limits) -> Result<Parsed<ResponseHead
             }
         }
     })
-}
-
-/// An empty [`Headers`] sized exactly for `fields`: three allocations for the whole head.
-fn owned_headers_for(fields: &[httparse::Header<'_>]) -> Headers {
-    let (names, values) = fields
-        .iter()
-        .fold((0, 0), |(n, v), f| (n + f.name.len(), v + f.value.len()));
-    Headers::with_exact_capacity(fields.len(), names, values)
 }
 
 /// Every line of a complete head ends in CRLF, never a bare LF (RFC 9112 section 2.2 allows a
@@ -1137,6 +1123,57 @@ mod tests {
             "GET http://example.com/x HTTP/1.0\r\n\r\n" => OK,
             "M-SEARCH * HTTP/1.1\r\nHost: a\r\n\r\n" => Err(InvalidTarget),
             "PURGE /x HTTP/1.1\r\nHost: a\r\n\r\n" => OK,
+        }
+    }
+
+    /// The fields of a head laid out as their wire form are copied in one piece, others one by
+    /// one: either way the same names and values, in order, and the same wire form out.
+    #[test]
+    fn fields_are_the_same_whichever_way_they_were_copied() {
+        let rows: &[(&str, &[(&str, &str)])] = &[
+            ("Host: a\r\n", &[("Host", "a")]),
+            (
+                "Host: a\r\nX-A: 1\r\nx-b: two words\r\n",
+                &[("Host", "a"), ("X-A", "1"), ("x-b", "two words")],
+            ),
+            // Not the wire form: no space, two spaces, a tab, trailing whitespace, empty values.
+            ("Host:a\r\nX-A: 1\r\n", &[("Host", "a"), ("X-A", "1")]),
+            ("Host: a\r\nX-A:  1\r\n", &[("Host", "a"), ("X-A", "1")]),
+            ("Host: a\r\nX-A:\t1\r\n", &[("Host", "a"), ("X-A", "1")]),
+            ("Host: a \r\nX-A: 1\r\n", &[("Host", "a"), ("X-A", "1")]),
+            (
+                "Host: a\r\nX-E:\r\nX-F: \r\n",
+                &[("Host", "a"), ("X-E", ""), ("X-F", "")],
+            ),
+            (
+                "Host: a\r\nX-In: a\tb c\r\n",
+                &[("Host", "a"), ("X-In", "a\tb c")],
+            ),
+        ];
+        for (fields, expected) in rows {
+            let raw = format!("GET / HTTP/1.1\r\n{fields}\r\n");
+            let head = match parse_request(raw.as_bytes(), &Limits::default()) {
+                Ok(Parsed::Complete { head, .. }) => head,
+                other => panic!("{raw:?}: {other:?}"),
+            };
+            let got: Vec<_> = head
+                .headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v).into_owned()))
+                .collect();
+            let want: Vec<_> = expected
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect();
+            assert_eq!(got, want, "{raw:?}");
+            let mut wire = Vec::new();
+            head.headers.write_wire(0, &mut wire);
+            let want_wire: String = expected
+                .iter()
+                .map(|(n, v)| format!("{n}: {v}\r\n"))
+                .collect();
+            assert_eq!(String::from_utf8_lossy(&wire), want_wire, "{raw:?}");
+            assert_eq!(head.headers.get_str("host"), Some("a"), "{raw:?}");
         }
     }
 

@@ -539,9 +539,64 @@ impl Headers {
         out.extend_from_slice(&self.bytes[run_start..run_end]);
     }
 
-    /// Appends without any check: the parser has validated both already.
-    pub(crate) fn push_parsed(&mut self, name: &str, value: &[u8]) {
-        self.append(name, value);
+    /// The fields of a head parsed from `head` (every name and value a slice of it), without
+    /// any check: the parser has validated them. Where the fields sit in `head` exactly as
+    /// their wire form (`name: value\r\n`, one after another: what most peers send), they are
+    /// copied in one piece; otherwise one by one.
+    pub(crate) fn from_parsed(head: &[u8], fields: &[httparse::Header<'_>]) -> Self {
+        let (names, values) = fields
+            .iter()
+            .fold((0, 0), |(n, v), f| (n + f.name.len(), v + f.value.len()));
+        let mut headers = Self::with_exact_capacity(fields.len(), names, values);
+        if !headers.copy_block(head, fields) {
+            for field in fields {
+                headers.append(field.name, field.value);
+            }
+        }
+        headers
+    }
+
+    /// Copies `fields` (slices of `head`) as one block when they are laid out in it as their
+    /// wire form; false, with nothing changed, when they are not.
+    fn copy_block(&mut self, head: &[u8], fields: &[httparse::Header<'_>]) -> bool {
+        let (Some(first), Some(last)) = (fields.first(), fields.last()) else {
+            return true;
+        };
+        // Offsets into `head`, from the addresses of slices of it.
+        let at = |s: &[u8]| (s.as_ptr() as usize).wrapping_sub(head.as_ptr() as usize);
+        let start = at(first.name.as_bytes());
+        let end = at(last.value) + last.value.len() + 2;
+        let Some(block) = head.get(start..end) else {
+            return false;
+        };
+        let (base, before) = (self.bytes.len(), self.fields.len());
+        let mut next = start;
+        let mut known = 0;
+        for f in fields {
+            let name_start = at(f.name.as_bytes());
+            let name_end = name_start + f.name.len();
+            let value_start = at(f.value);
+            let value_end = value_start + f.value.len();
+            if name_start != next
+                || value_start != name_end + 2
+                || head.get(name_end..value_start) != Some(b": ")
+                || head.get(value_end..value_end + 2) != Some(b"\r\n")
+            {
+                self.fields.truncate(before);
+                return false;
+            }
+            next = value_end + 2;
+            known |= known_bit(f.name);
+            self.fields.push(Field {
+                name_start: base + name_start - start,
+                name_end: base + name_end - start,
+                value_start: base + value_start - start,
+                value_end: base + value_end - start,
+            });
+        }
+        self.bytes.extend_from_slice(block);
+        self.known |= known;
+        true
     }
 
     /// Removed fields leave their bytes in the arenas; rebuild once most of it is garbage, so
