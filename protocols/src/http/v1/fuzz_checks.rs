@@ -5,8 +5,45 @@
 use super::{
     encode_request_head, encode_response_head, expects_continue, parse_request, parse_response,
     remove_hop_by_hop, request_framing, request_keep_alive, response_framing, response_keep_alive,
-    BodyDecoder, BodyEncoder, BodyFraming, HttpError, Limits, Method, Parsed, Version,
+    BodyDecoder, BodyEncoder, BodyFraming, Headers, HttpError, Limits, Method, Parsed, Version,
 };
+
+/// A parsed head's fields, however they were copied (in one block or one by one), are what
+/// appending them one by one gives, on the wire too; and every lookup the known-name bits
+/// answer agrees with a scan.
+fn check_fields(headers: &Headers) {
+    let mut rebuilt = Headers::new();
+    for (name, value) in headers.iter() {
+        rebuilt.append(name, value);
+    }
+    assert_eq!(&rebuilt, headers);
+    let (mut wire, mut rebuilt_wire) = (Vec::new(), Vec::new());
+    headers.write_wire(0, &mut wire);
+    rebuilt.write_wire(0, &mut rebuilt_wire);
+    assert_eq!(wire, rebuilt_wire, "wire form");
+    for (name, _) in headers.iter() {
+        let scanned = headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count();
+        assert_eq!(headers.get_all(name).count(), scanned, "{name}");
+        let lower = name.to_ascii_lowercase();
+        assert_eq!(headers.get_all(&lower).count(), scanned, "{name}");
+    }
+    for name in [
+        "connection",
+        "content-length",
+        "transfer-encoding",
+        "upgrade",
+        "expect",
+    ] {
+        let scanned = headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count();
+        assert_eq!(headers.get_all(name).count(), scanned, "{name}");
+    }
+}
 
 /// Inputs up to this size are split at every offset; larger ones whole and byte by byte.
 const EVERY_OFFSET_MAX: usize = 2048;
@@ -180,6 +217,7 @@ pub fn check_request_head(data: &[u8]) {
     if head.version == Version::Http11 {
         assert_eq!(head.headers.get_all("host").count(), 1);
     }
+    check_fields(&head.headers);
     let _ = request_keep_alive(&head);
     let _ = expects_continue(&head);
 
@@ -249,6 +287,7 @@ pub fn check_response_head(data: &[u8]) {
         Ok(Parsed::Partial) | Err(_) => return,
     };
     assert!((100..=599).contains(&head.status));
+    check_fields(&head.headers);
     for method in [Method::GET, Method::HEAD, Method::CONNECT] {
         let Ok(framing) = response_framing(&method, &head) else {
             continue;
