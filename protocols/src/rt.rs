@@ -113,6 +113,93 @@ impl Future for Sleep {
     }
 }
 
+impl Sleep {
+    /// Moves the deadline to `deadline`, earlier or later. On the lean loop the timer keeps its
+    /// entry (a later deadline costs a few stores; see [`Timer`]); on glommio it is reset.
+    pub fn reset(&mut self, deadline: Instant) {
+        match self {
+            Sleep::Lean(s) => s.reset(deadline),
+            Sleep::Glommio(t) => t.reset(deadline.saturating_duration_since(Instant::now())),
+        }
+    }
+}
+
+/// A timer one task reuses for one timed wait after another: a connection's reads. Where
+/// [`timeout`] arms a timer for each wait and cancels it when the wait ends, a wait through
+/// [`Timer::timeout`] moves the deadline of the timer the last one left armed. On the lean
+/// loop that is a few stores when the deadline is later (nearly always: the same timeouts,
+/// counted from later instants), instead of linking an entry into the timing wheel and
+/// unlinking it again; the timer may wake the task once when a deadline nobody waits for any
+/// more comes round, which a future tolerates. Dropping the `Timer` cancels it.
+#[derive(Debug, Default)]
+pub struct Timer {
+    sleep: Option<Sleep>,
+}
+
+impl Timer {
+    /// A timer not armed yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Runs `fut` with a deadline; `TimedOut` if it does not finish within `dur`, counted from
+    /// the first poll that finds it pending. One wait at a time (it borrows the timer).
+    ///
+    /// # Cancellation
+    /// On timeout `fut` is dropped (with the returned future), cancelling whatever it was
+    /// waiting for.
+    pub fn timeout<T, F: Future<Output = io::Result<T>>>(
+        &mut self,
+        dur: Duration,
+        fut: F,
+    ) -> Timed<'_, F> {
+        Timed {
+            fut,
+            dur,
+            timer: self,
+            started: false,
+        }
+    }
+}
+
+/// `fut` bounded by a reused [`Timer`]; see [`Timer::timeout`].
+#[derive(Debug)]
+pub struct Timed<'t, F> {
+    fut: F,
+    dur: Duration,
+    timer: &'t mut Timer,
+    /// The deadline is set (at the first pending poll).
+    started: bool,
+}
+
+impl<T, F: Future<Output = io::Result<T>>> Future for Timed<'_, F> {
+    type Output = io::Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        // SAFETY: `fut` is structurally pinned (never moved out of the pinned struct); the
+        // other fields are not (they are Unpin and only used through `&mut`).
+        let this = unsafe { self.get_unchecked_mut() };
+        // SAFETY: as above; `fut` stays where it is for as long as the `Timed` lives.
+        if let Poll::Ready(v) = unsafe { Pin::new_unchecked(&mut this.fut) }.poll(cx) {
+            return Poll::Ready(v);
+        }
+        if !this.started {
+            this.started = true;
+            match &mut this.timer.sleep {
+                Some(s) => s.reset(now() + this.dur),
+                None => this.timer.sleep = Some(sleep(this.dur)),
+            }
+        }
+        let Some(s) = &mut this.timer.sleep else {
+            return Poll::Pending;
+        };
+        match Pin::new(s).poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::from(io::ErrorKind::TimedOut))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
 /// `fut` bounded by a timer; see [`timeout`]. A plain struct rather than an `async` block, so
 /// that the many futures holding one (a read with its deadline, in every idle connection) stay
 /// small: the operation, the timer, nothing else.

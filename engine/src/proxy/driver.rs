@@ -20,6 +20,7 @@ use ringway_protocols::http::v1::{
     Version,
 };
 use ringway_protocols::l4::{Backend, IoBuf, LastWriteFailed, Stream};
+use ringway_protocols::rt::Timer;
 
 use super::error::{Error, ErrorKind, Result, Retry, Side};
 use super::panic::{guard, guard_sync, payload_str};
@@ -39,6 +40,9 @@ struct Conn<S> {
     pending: Option<IoBuf>,
     /// Accumulates a head that arrived in several reads; empty otherwise.
     scratch: Vec<u8>,
+    /// The deadline of every timed read, reused from one to the next (see `rt::Timer`). The
+    /// upstream connection of a request borrows the client's for the exchange.
+    timer: Timer,
 }
 
 impl<S: Stream> Conn<S> {
@@ -53,6 +57,7 @@ impl<S: Stream> Conn<S> {
             stream,
             pending: None,
             scratch: Vec::new(),
+            timer: Timer::new(),
         }
     }
 
@@ -61,7 +66,7 @@ impl<S: Stream> Conn<S> {
         if let Some(p) = self.pending.take() {
             return Ok(Some(p));
         }
-        timeout(dur, self.stream.read()).await
+        self.timer.timeout(dur, self.stream.read()).await
     }
 }
 
@@ -189,7 +194,7 @@ async fn read_head<S: Stream, T>(
             None => first_byte,
             Some(t) => head_timeout.saturating_sub(t.elapsed()),
         };
-        let read = timeout(wait, conn.stream.read());
+        let read = conn.timer.timeout(wait, conn.stream.read());
         let res = match (first_at, idle_abort) {
             (None, Some(signal)) => {
                 futures_lite::future::or(read, async {
@@ -291,7 +296,7 @@ pub(crate) fn serve_connection<B: Backend, P: ProxyHttp>(
             // is kilobytes, which every idle keep-alive connection would otherwise hold. One
             // heap block per request instead, recycled on the core (see `recycle`).
             if conn.scratch.is_empty() && conn.pending.is_none() {
-                let read = timeout(
+                let read = conn.timer.timeout(
                     if first {
                         settings.header_timeout
                     } else {
@@ -620,7 +625,10 @@ async fn proxy_request<B: Backend, P: ProxyHttp>(
         };
         session.upstream_reused = reused;
         let mut up = Conn::new(up);
-        match exchange::<B, P>(
+        // The client's timer serves the upstream reads too (one task, one wait at a time on
+        // each connection); the client gets it back after the exchange.
+        std::mem::swap(&mut up.timer, &mut conn.timer);
+        let exchanged = exchange::<B, P>(
             app,
             core,
             settings,
@@ -632,8 +640,9 @@ async fn proxy_request<B: Backend, P: ProxyHttp>(
             expect_continue,
             &peer,
         )
-        .await
-        {
+        .await;
+        std::mem::swap(&mut up.timer, &mut conn.timer);
+        match exchanged {
             Ok(Exchange {
                 keep_downstream,
                 keep_upstream,
@@ -1241,7 +1250,7 @@ async fn relay_response<S: Stream, P: ProxyHttp>(
         if done {
             break;
         }
-        match timeout(peer.read_timeout, up.stream.read()).await {
+        match up.timer.timeout(peer.read_timeout, up.stream.read()).await {
             Ok(Some(buf)) => next = Some(buf),
             Ok(None) => {
                 // EOF ends a close-delimited body; anywhere else it truncates the response, and

@@ -462,6 +462,8 @@ pub struct Sleep {
     /// The timer's id in the executor's wheel once armed; [`UNARMED`] before the first
     /// pending poll and after it is disarmed (an id whose timer fired is stale, and known so).
     id: TimerId,
+    /// The deadline changed ([`Sleep::reset`]) since the timer was armed or last moved.
+    moved: bool,
 }
 
 /// [`Sleep::id`] of a timer not armed (an armed timer's id never has its top bit set).
@@ -477,6 +479,7 @@ pub fn sleep(dur: Duration) -> Sleep {
     Sleep {
         deadline: now().unwrap_or_else(Instant::now) + dur,
         id: UNARMED,
+        moved: false,
     }
 }
 
@@ -492,11 +495,19 @@ impl Future for Sleep {
                 return true;
             }
             let mut timers = exec.timers.borrow_mut();
-            if this.id == UNARMED || !timers.update(this.id, cx.waker()) {
-                // A timer that fired is armed again should it be polled before its deadline by
-                // the loop's clock (not seen happen: the wheel never fires early).
+            let kept = this.id != UNARMED
+                && if this.moved {
+                    timers.rearm(this.id, this.deadline, now, cx.waker())
+                } else {
+                    timers.update(this.id, cx.waker())
+                };
+            if !kept {
+                // Not armed yet, or fired: a timer that fired and is polled before its
+                // deadline by the loop's clock was reset to a later one (the wheel never
+                // fires early).
                 this.id = timers.arm(this.deadline, now, cx.waker().clone());
             }
+            this.moved = false;
             false
         });
         if due {
@@ -509,6 +520,13 @@ impl Future for Sleep {
 }
 
 impl Sleep {
+    /// Moves the deadline (earlier or later), keeping the timer's entry: the next poll moves it
+    /// in the wheel, which for a later deadline costs next to nothing (see `Timers::rearm`).
+    pub fn reset(&mut self, deadline: Instant) {
+        self.deadline = deadline;
+        self.moved = true;
+    }
+
     fn disarm(&mut self) {
         if self.id != UNARMED {
             let id = std::mem::replace(&mut self.id, UNARMED);

@@ -217,6 +217,42 @@ impl Timers {
         true
     }
 
+    /// Moves an armed timer to `deadline` and makes it wake `waker`; false when `id` is not
+    /// armed any more (it fired), and nothing changes.
+    ///
+    /// A later deadline only changes the entry's `when`: it stays linked in its slot, which
+    /// comes due no later than it should, and [`Timers::advance`] links it further on then
+    /// (as it does a timer of a higher level). A task that pushes one timer's deadline back
+    /// at every wait (a connection's reads, see `rt::Timer`) pays no unlinking and linking
+    /// per wait, only a move when the old deadline comes round. An earlier deadline relinks.
+    pub(crate) fn rearm(
+        &mut self,
+        id: TimerId,
+        deadline: Instant,
+        now: Instant,
+        waker: &Waker,
+    ) -> bool {
+        if !self.update(id, waker) {
+            return false;
+        }
+        let index = unpack(id).0;
+        let when = self.tick_of(deadline, now).max(self.elapsed);
+        let entry = &mut self.entries[index as usize];
+        if when >= entry.when {
+            entry.when = when;
+            return true;
+        }
+        entry.when = when;
+        self.unlink(index);
+        self.link(index);
+        match self.not_before {
+            Some(n) if n <= deadline => {}
+            None if self.live > 1 => {}
+            _ => self.not_before = Some(deadline),
+        }
+        true
+    }
+
     /// Cancels an armed timer (nothing when it already fired) and returns its waker, to be
     /// dropped by the caller once no borrow of the timers is held.
     pub(crate) fn disarm(&mut self, id: TimerId) -> Option<Waker> {
@@ -523,5 +559,78 @@ mod tests {
         assert_eq!(t.take_all().len(), 10);
         assert!(t.is_empty());
         assert_eq!(t.next_deadline(), None);
+    }
+
+    /// Fires every timer due up to `end`, stepping as the loop's sleep does (to the next
+    /// deadline the wheel reports); returns (name, when) of each firing.
+    fn run_until(
+        t: &mut Timers,
+        log: &Arc<std::sync::Mutex<Vec<usize>>>,
+        mut now: Instant,
+        end: Instant,
+    ) -> Vec<(usize, Instant)> {
+        let mut fired = Vec::new();
+        while now <= end {
+            let before = log.lock().unwrap().len();
+            fire(t, now);
+            for &i in &log.lock().unwrap()[before..] {
+                fired.push((i, now));
+            }
+            now = match t.next_deadline() {
+                Some(d) if d > now => d,
+                Some(_) => now + ms(1),
+                None => break,
+            };
+        }
+        fired
+    }
+
+    /// A timer moved to a later deadline stays in its slot and fires at the new deadline, not
+    /// the old one; moved earlier, it fires at the earlier one; a fired timer cannot be moved.
+    #[test]
+    fn a_rearmed_timer_fires_at_its_last_deadline_only() {
+        let t0 = Instant::now();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut t = Timers::default();
+        let later = t.arm(t0 + ms(100), t0, named(0, &log));
+        let earlier = t.arm(t0 + ms(60_000), t0, named(1, &log));
+        // Pushed back again and again, across levels (as a connection's reads do)...
+        for step in 1..=5u64 {
+            assert!(t.rearm(later, t0 + ms(100 + step * 20_000), t0, &named(0, &log)));
+        }
+        // ...and one brought forward below another timer's level.
+        assert!(t.rearm(earlier, t0 + ms(30), t0, &named(1, &log)));
+        assert_eq!(t.len(), 2);
+        let fired = run_until(&mut t, &log, t0, t0 + ms(200_000));
+        assert_eq!(fired.len(), 2, "{fired:?}");
+        let (first, at) = fired[0];
+        assert_eq!(first, 1);
+        assert!(at >= t0 + ms(30) && at <= t0 + ms(31), "{:?}", at - t0);
+        let (second, at) = fired[1];
+        assert_eq!(second, 0);
+        assert!(
+            at >= t0 + ms(100_100) && at <= t0 + ms(100_101),
+            "fired at {:?}, not at its last deadline",
+            at - t0
+        );
+        assert!(t.is_empty());
+        assert!(!t.rearm(later, t0 + ms(300_000), t0, &noop()), "fired");
+        assert!(t.is_empty());
+    }
+
+    /// A timer pushed back and then cancelled never fires, and a rearm changes its waker.
+    #[test]
+    fn a_rearmed_timer_can_be_cancelled_and_wakes_its_new_waker() {
+        let t0 = Instant::now();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut t = Timers::default();
+        let a = t.arm(t0 + ms(10), t0, named(0, &log));
+        assert!(t.rearm(a, t0 + ms(5_000), t0, &named(0, &log)));
+        assert!(t.disarm(a).is_some());
+        let b = t.arm(t0 + ms(10), t0, named(1, &log));
+        assert!(t.rearm(b, t0 + ms(20), t0, &named(2, &log)));
+        let fired = run_until(&mut t, &log, t0, t0 + ms(10_000));
+        assert_eq!(fired.iter().map(|f| f.0).collect::<Vec<_>>(), [2]);
+        assert!(fired[0].1 >= t0 + ms(20));
     }
 }
