@@ -5,7 +5,7 @@
 use super::error::HttpError;
 use super::head::{Method, RequestHead, ResponseHead, Version};
 use super::headers::{
-    has_token, is_tchar, known_bit, list_elements, Headers, CONNECTION, CONTENT_LENGTH, EXPECT,
+    has_token, is_tchar, list_elements, Headers, CONNECTION, CONTENT_LENGTH, EXPECT,
     HOP_BY_HOP_BITS, TRANSFER_ENCODING,
 };
 
@@ -270,15 +270,15 @@ pub fn remove_hop_by_hop(headers: &mut Headers) {
         .filter(|option| !option.is_empty() && !option.eq_ignore_ascii_case(b"host"))
         .filter_map(|option| std::str::from_utf8(option).ok().map(str::to_owned))
         .collect();
-    headers.retain(|name, _| {
-        known_bit(name) & HOP_BY_HOP_BITS == 0
-            && !named.iter().any(|n| name.eq_ignore_ascii_case(n))
+    headers.retain_by_bit(|name, bit| {
+        bit & HOP_BY_HOP_BITS == 0 && !named.iter().any(|n| name.eq_ignore_ascii_case(n))
     });
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::v1::headers::known_bit;
     use crate::http::v1::{parse_request, parse_response, Limits, Parsed};
     use HttpError::*;
 

@@ -42,6 +42,8 @@ struct Field {
     name_end: usize,
     value_start: usize,
     value_end: usize,
+    /// The name's [`known_bit`], found once when the field is added.
+    bit: u16,
 }
 
 /// The name of `field` in `bytes`.
@@ -443,13 +445,15 @@ impl Headers {
         self.bytes.extend_from_slice(value);
         let value_end = self.bytes.len();
         self.bytes.extend_from_slice(b"\r\n");
+        let bit = known_bit(name);
         self.fields.push(Field {
             name_start,
             name_end,
             value_start,
             value_end,
+            bit,
         });
-        self.known |= known_bit(name);
+        self.known |= bit;
     }
 
     /// [`Headers::insert`] after checking the name is a token and the value has no control
@@ -496,15 +500,23 @@ impl Headers {
 
     /// Keeps only the fields for which `keep(name, value)` is true, in order.
     pub fn retain(&mut self, mut keep: impl FnMut(&str, &[u8]) -> bool) {
+        self.retain_fields(|bytes, f| keep(name_in(bytes, f), &bytes[f.value_start..f.value_end]));
+    }
+
+    /// Keeps only the fields for which `keep(name, bit)` is true, `bit` being the name's
+    /// [`known_bit`] (found when the field was added).
+    pub(crate) fn retain_by_bit(&mut self, mut keep: impl FnMut(&str, u16) -> bool) {
+        self.retain_fields(|bytes, f| keep(name_in(bytes, f), f.bit));
+    }
+
+    /// Keeps the fields for which `keep(arena, field)` is true; recomputes the known bits and
+    /// compacts when any went.
+    fn retain_fields(&mut self, mut keep: impl FnMut(&[u8], &Field) -> bool) {
         let before = self.fields.len();
         let bytes = &self.bytes;
-        self.fields
-            .retain(|f| keep(name_in(bytes, f), &bytes[f.value_start..f.value_end]));
+        self.fields.retain(|f| keep(bytes, f));
         if self.fields.len() != before {
-            self.known = self
-                .fields
-                .iter()
-                .fold(0, |known, f| known | known_bit(name_in(bytes, f)));
+            self.known = self.fields.iter().fold(0, |known, f| known | f.bit);
             self.compact_if_sparse();
         }
     }
@@ -527,7 +539,7 @@ impl Headers {
         let check = self.known & skip != 0;
         let (mut run_start, mut run_end) = (0, 0);
         for f in &self.fields {
-            if check && known_bit(self.name_of(f)) & skip != 0 {
+            if check && f.bit & skip != 0 {
                 continue;
             }
             if f.name_start != run_end {
@@ -586,12 +598,14 @@ impl Headers {
                 return false;
             }
             next = value_end + 2;
-            known |= known_bit(f.name);
+            let bit = known_bit(f.name);
+            known |= bit;
             self.fields.push(Field {
                 name_start: base + name_start - start,
                 name_end: base + name_end - start,
                 value_start: base + value_start - start,
                 value_end: base + value_end - start,
+                bit,
             });
         }
         self.bytes.extend_from_slice(block);
