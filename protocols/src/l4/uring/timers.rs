@@ -431,19 +431,8 @@ mod tests {
         assert_eq!(t.len(), deadlines.len());
         // Step through time 1 ms at a time up to the last deadline, noting when each fires.
         let mut fired_at = vec![None; deadlines.len()];
-        let mut now = t0;
-        while now <= t0 + ms(300_001) {
-            let before = log.lock().unwrap().len();
-            fire(&mut t, now);
-            for &i in &log.lock().unwrap()[before..] {
-                fired_at[i] = Some(now);
-            }
-            // Jump ahead to the next deadline the wheel reports, as the loop's sleep does.
-            now = match t.next_deadline() {
-                Some(d) if d > now => d,
-                Some(_) => now + ms(1),
-                None => break,
-            };
+        for (i, at) in run_until(&mut t, &log, t0, t0 + ms(300_001)) {
+            fired_at[i] = Some(at);
         }
         for (i, d) in deadlines.iter().enumerate() {
             let at = fired_at[i].unwrap_or_else(|| panic!("timer {i} never fired"));
