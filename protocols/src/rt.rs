@@ -129,8 +129,9 @@ impl Sleep {
 /// [`Timer::timeout`] moves the deadline of the timer the last one left armed. On the lean
 /// loop that is a few stores when the deadline is later (nearly always: the same timeouts,
 /// counted from later instants), instead of linking an entry into the timing wheel and
-/// unlinking it again; the timer may wake the task once when a deadline nobody waits for any
-/// more comes round, which a future tolerates. Dropping the `Timer` cancels it.
+/// unlinking it again. The timer may then wake the task once when a deadline nobody waits for
+/// any more comes round: a spurious wake of whatever the task awaits then, which every future
+/// tolerates. Dropping the `Timer` cancels it.
 #[derive(Debug, Default)]
 pub struct Timer {
     sleep: Option<Sleep>,
@@ -180,23 +181,36 @@ impl<T, F: Future<Output = io::Result<T>>> Future for Timed<'_, F> {
         // other fields are not (they are Unpin and only used through `&mut`).
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: as above; `fut` stays where it is for as long as the `Timed` lives.
-        if let Poll::Ready(v) = unsafe { Pin::new_unchecked(&mut this.fut) }.poll(cx) {
-            return Poll::Ready(v);
+        let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
+        poll_bounded(fut, cx, this.dur, &mut this.started, &mut this.timer.sleep)
+    }
+}
+
+/// Polls `fut`, and while it is pending the timer in `sleep`: set to `dur` from now at the first
+/// pending poll (`started`), reusing a timer already there. `TimedOut` once the timer fires.
+fn poll_bounded<T>(
+    fut: Pin<&mut impl Future<Output = io::Result<T>>>,
+    cx: &mut Context<'_>,
+    dur: Duration,
+    started: &mut bool,
+    sleep: &mut Option<Sleep>,
+) -> Poll<io::Result<T>> {
+    if let Poll::Ready(v) = fut.poll(cx) {
+        return Poll::Ready(v);
+    }
+    if !*started {
+        *started = true;
+        match sleep {
+            Some(s) => s.reset(now() + dur),
+            None => *sleep = Some(self::sleep(dur)),
         }
-        if !this.started {
-            this.started = true;
-            match &mut this.timer.sleep {
-                Some(s) => s.reset(now() + this.dur),
-                None => this.timer.sleep = Some(sleep(this.dur)),
-            }
-        }
-        let Some(s) = &mut this.timer.sleep else {
-            return Poll::Pending;
-        };
-        match Pin::new(s).poll(cx) {
+    }
+    match sleep {
+        Some(s) => match Pin::new(s).poll(cx) {
             Poll::Ready(()) => Poll::Ready(Err(io::Error::from(io::ErrorKind::TimedOut))),
             Poll::Pending => Poll::Pending,
-        }
+        },
+        None => Poll::Pending,
     }
 }
 
@@ -232,14 +246,9 @@ impl<T, F: Future<Output = io::Result<T>>> Future for Timeout<F> {
         // and `sleep` are not (both are Unpin and only used through `&mut`).
         let this = unsafe { self.get_unchecked_mut() };
         // SAFETY: as above; `fut` stays where it is for as long as the Timeout lives.
-        if let Poll::Ready(v) = unsafe { Pin::new_unchecked(&mut this.fut) }.poll(cx) {
-            return Poll::Ready(v);
-        }
-        let dur = this.dur;
-        let sleep = this.sleep.get_or_insert_with(|| sleep(dur));
-        match Pin::new(sleep).poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(io::Error::from(io::ErrorKind::TimedOut))),
-            Poll::Pending => Poll::Pending,
-        }
+        let fut = unsafe { Pin::new_unchecked(&mut this.fut) };
+        // Its own timer, made at the first pending poll.
+        let mut started = this.sleep.is_some();
+        poll_bounded(fut, cx, this.dur, &mut started, &mut this.sleep)
     }
 }

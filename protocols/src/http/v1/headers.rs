@@ -76,7 +76,9 @@ pub struct Headers {
     bytes: Vec<u8>,
     fields: Vec<Field>,
     /// A bit per [`KNOWN`] name that may be present: set when a field of that name is
-    /// appended, recomputed when fields are removed. A clear bit answers a lookup of that name
+    /// appended, recomputed when `retain` or `remove` take fields away (`insert` replaces
+    /// fields of one name by one of the same, so its bit stays true). A set bit may be stale
+    /// (a scan then finds nothing); a clear one never is. A clear bit answers a lookup of that name
     /// without a scan; most lookups on the request path (`Connection`, `Upgrade`,
     /// `Transfer-Encoding`, `Expect`...) are for fields a message does not carry.
     known: u16,
@@ -112,7 +114,13 @@ pub(crate) const EXPECT: u16 = known_bit_const("expect");
 /// The bits of the hop-by-hop and framing names a proxy strips (see
 /// `framing::remove_hop_by_hop`): all of [`KNOWN`] but `host`, `expect` and
 /// `x-forwarded-for`.
-pub(crate) const HOP_BY_HOP_BITS: u16 = 0b00_1111_1110;
+pub(crate) const HOP_BY_HOP_BITS: u16 = CONNECTION
+    | known_bit_const("keep-alive")
+    | known_bit_const("proxy-connection")
+    | known_bit_const("te")
+    | TRANSFER_ENCODING
+    | known_bit_const("upgrade")
+    | CONTENT_LENGTH;
 
 /// A [`KNOWN`] name as up to three (possibly overlapping) windows of its bytes, each read as an
 /// integer: a name of the same length is that name when each of its windows, OR'd with the

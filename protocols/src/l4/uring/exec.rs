@@ -466,8 +466,8 @@ pub struct Sleep {
     moved: bool,
 }
 
-/// [`Sleep::id`] of a timer not armed (an armed timer's id never has its top bit set).
-const UNARMED: TimerId = u64::MAX;
+/// [`Sleep::id`] of a timer not armed: an id no armed timer has.
+const UNARMED: TimerId = TimerId::NONE;
 
 /// A timer on this thread's lean executor: an entry in its timing wheel while armed, freed
 /// when it fires or is dropped. No system call: the executor's wait is bounded by the earliest

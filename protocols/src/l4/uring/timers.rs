@@ -1,14 +1,16 @@
 //! The lean executor's timers: a hierarchical timing wheel of millisecond ticks.
 //!
-//! A proxy arms a timer for nearly every wait (the read of a response, the next request of a
-//! keep-alive connection) and cancels nearly all of them before they fire. The B-tree keyed by
+//! A proxy bounds nearly every wait (the read of a response, the next request of a keep-alive
+//! connection) and nearly none of those bounds is reached. The B-tree keyed by
 //! deadline that this replaces cost about 1,600 instructions per request at 50 connections
 //! (callgrind: searches, node inserts and removals with their memmoves), 8% of the proxy's
 //! user-space work. Here arming and cancelling are constant time: a timer is an entry in a slab,
 //! linked into one slot of one level (level `l` has 64 slots of 64^l ticks each), and cancelling
 //! unlinks it. Each level keeps a bitmap of its non-empty slots, so the next deadline is a few
 //! bit operations away; when a slot of a higher level comes due, its timers move down to the
-//! levels below (each timer moves at most once per level).
+//! levels below (each timer moves at most once per level), or on to their own slot if their
+//! deadline was pushed back ([`Timers::rearm`]: a connection's reads move one timer along instead
+//! of arming and cancelling one each, and it moves again each time its old slot comes round).
 //!
 //! Deadlines are rounded up to the next tick: a timer never fires early, and at most a
 //! millisecond late. Six levels reach 64^6 ms (two years); a timer beyond that is kept in the
@@ -24,18 +26,23 @@ const SLOTS: usize = 1 << SLOT_BITS;
 /// Ticks the wheel reaches from `elapsed`.
 const RANGE: u64 = 1 << (SLOT_BITS * LEVELS as u32);
 const NIL: u32 = u32::MAX;
-/// Generations keep to 31 bits, so an armed timer's id never has its top bit set.
-const GENERATION_MASK: u32 = u32::MAX >> 1;
-
-/// An armed timer's handle: slot index and generation, packed (the top bit always clear).
-pub(crate) type TimerId = u64;
-
-fn pack(index: u32, generation: u32) -> TimerId {
-    (u64::from(generation) << 32) | u64::from(index)
+/// An armed timer's handle: its slab index and the entry's generation then. The generation is
+/// 64 bits so that it never wraps: an `rt::Timer` may keep the id of a timer that fired for as
+/// long as its connection does no timed wait (a tunnel open for hours), while its slot is
+/// reused by every other timer; with 31 bits, 2^31 reuses would have let the stale id name
+/// another task's timer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TimerId {
+    index: u32,
+    generation: u64,
 }
 
-fn unpack(id: TimerId) -> (u32, u32) {
-    (id as u32, (id >> 32) as u32)
+impl TimerId {
+    /// An id no armed timer has (its generation is never reached).
+    pub(crate) const NONE: TimerId = TimerId {
+        index: u32::MAX,
+        generation: u64::MAX,
+    };
 }
 
 struct Entry {
@@ -45,7 +52,7 @@ struct Entry {
     waker: Option<Waker>,
     prev: u32,
     next: u32,
-    generation: u32,
+    generation: u64,
     level: u8,
     slot: u8,
 }
@@ -156,7 +163,7 @@ impl Timers {
             None if self.live > 1 => {}
             _ => self.not_before = Some(deadline),
         }
-        pack(index, generation)
+        TimerId { index, generation }
     }
 
     /// Links entry `index` into the slot its `when` falls in.
@@ -197,10 +204,9 @@ impl Timers {
     }
 
     fn is_armed(&self, id: TimerId) -> bool {
-        let (index, generation) = unpack(id);
         self.entries
-            .get(index as usize)
-            .is_some_and(|e| e.generation == generation && e.waker.is_some())
+            .get(id.index as usize)
+            .is_some_and(|e| e.generation == id.generation && e.waker.is_some())
     }
 
     /// Replaces the waker of an armed timer when it would not wake the same task; false when
@@ -209,7 +215,7 @@ impl Timers {
         if !self.is_armed(id) {
             return false;
         }
-        if let Some(w) = &mut self.entries[unpack(id).0 as usize].waker {
+        if let Some(w) = &mut self.entries[id.index as usize].waker {
             if !w.will_wake(waker) {
                 *w = waker.clone();
             }
@@ -235,7 +241,7 @@ impl Timers {
         if !self.update(id, waker) {
             return false;
         }
-        let index = unpack(id).0;
+        let index = id.index;
         let when = self.tick_of(deadline, now).max(self.elapsed);
         let entry = &mut self.entries[index as usize];
         if when >= entry.when {
@@ -259,7 +265,7 @@ impl Timers {
         if !self.is_armed(id) {
             return None;
         }
-        let index = unpack(id).0;
+        let index = id.index;
         self.unlink(index);
         self.release(index)
     }
@@ -267,7 +273,7 @@ impl Timers {
     /// Frees a slab entry and bumps its generation; returns its waker.
     fn release(&mut self, index: u32) -> Option<Waker> {
         let e = &mut self.entries[index as usize];
-        e.generation = e.generation.wrapping_add(1) & GENERATION_MASK;
+        e.generation = e.generation.wrapping_add(1);
         let waker = e.waker.take();
         self.free.push(index);
         self.live -= 1;
@@ -295,7 +301,8 @@ impl Timers {
     }
 
     /// Processes every slot due by tick `now`: due timers' wakers go to `ready`, the others
-    /// move down a level.
+    /// are linked where their deadline falls now (a level down, or further on for one pushed
+    /// back).
     fn advance(&mut self, now: u64) {
         while let Some((level, slot, start)) = self.next_expiration() {
             if start > now {
