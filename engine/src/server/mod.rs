@@ -16,7 +16,7 @@ use std::os::fd::OwnedFd;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -211,6 +211,22 @@ struct CoreShared {
     fresh: Condvar,
 }
 
+impl CoreShared {
+    /// The core's publication, read through a poisoned lock (a panic elsewhere leaves the
+    /// counters as they were, which is what a reader wants).
+    fn published(&self) -> MutexGuard<'_, Published> {
+        self.published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Changes the publication with `f` and wakes whoever waits for it.
+    fn update(&self, f: impl FnOnce(&mut Published)) {
+        f(&mut self.published());
+        self.fresh.notify_all();
+    }
+}
+
 /// A core's counters as it last published them.
 struct Published {
     stats: CoreStats,
@@ -256,10 +272,7 @@ impl Shared {
             .cores
             .iter()
             .map(|c| {
-                let p = c
-                    .published
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let p = c.published();
                 let generation = p.serving.then_some(p.generation);
                 drop(p);
                 if generation.is_some() {
@@ -274,10 +287,7 @@ impl Shared {
             .iter()
             .zip(asked)
             .map(|(c, asked)| {
-                let mut p = c
-                    .published
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut p = c.published();
                 while asked.is_some_and(|g| p.serving && p.generation == g) {
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
@@ -304,17 +314,11 @@ impl Shared {
 
     /// Publishes core `slot`'s counters and wakes whoever waits for them.
     fn publish(&self, slot: usize, stats: CoreStats, serving: bool) {
-        let c = &self.cores[slot];
-        {
-            let mut p = c
-                .published
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.cores[slot].update(|p| {
             p.stats = stats;
             p.generation += 1;
             p.serving = serving;
-        }
-        c.fresh.notify_all();
+        });
     }
 }
 
@@ -328,12 +332,7 @@ struct CoreExit {
 
 impl Drop for CoreExit {
     fn drop(&mut self) {
-        let c = &self.shared.cores[self.slot];
-        c.published
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .serving = false;
-        c.fresh.notify_all();
+        self.shared.cores[self.slot].update(|p| p.serving = false);
         self.shared.running.fetch_sub(1, Ordering::AcqRel);
         self.shared.ended.ring();
     }
