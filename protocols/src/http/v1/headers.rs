@@ -334,7 +334,13 @@ impl Headers {
     /// (see [`Headers::known`]).
     #[inline]
     fn may_contain(&self, name: &str) -> bool {
-        let bit = known_bit(name);
+        self.may_contain_bit(known_bit(name))
+    }
+
+    /// [`Headers::may_contain`] for a name whose [`known_bit`] is `bit` (0: not a known name,
+    /// so it may be present).
+    #[inline]
+    fn may_contain_bit(&self, bit: u16) -> bool {
         bit == 0 || self.known & bit != 0
     }
 
@@ -391,7 +397,7 @@ impl Headers {
     ) -> impl Iterator<Item = &'a [u8]> + 'a {
         debug_assert_eq!(bit, known_bit(name));
         // An absent known name iterates over no field at all.
-        let fields = if bit == 0 || self.known & bit != 0 {
+        let fields = if self.may_contain_bit(bit) {
             &self.fields[..]
         } else {
             &[]
