@@ -280,3 +280,107 @@ fn a_burst_larger_than_the_buffer_ring_falls_back_to_own_buffers() {
     });
     drop(peers);
 }
+
+#[test]
+fn a_quiet_connection_reads_into_a_few_warm_buffers() {
+    const ROUNDS: usize = 200;
+    let (fd, addr) = listening_socket(16);
+    // 1. A peer sends a message, waits for its echo, and sends the next: one read at a time.
+    let peer = std::thread::spawn(move || {
+        let mut p = StdStream::connect(addr).unwrap();
+        let mut echo = [0u8; 16];
+        for i in 0..ROUNDS {
+            let msg = format!("ping {i:011}");
+            p.write_all(msg.as_bytes()).unwrap();
+            p.read_exact(&mut echo).unwrap();
+            assert_eq!(&echo[..], msg.as_bytes());
+        }
+    });
+    run_bounded(Duration::from_secs(30), move || async move {
+        let listener = UringBackend::adopt_listener(fd).unwrap();
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut addrs = std::collections::BTreeSet::new();
+        let mut most_lent = 0;
+        for _ in 0..ROUNDS {
+            let mut msg = Vec::new();
+            while msg.len() < 16 {
+                let buf = s.read().await.unwrap().unwrap();
+                addrs.insert(buf.as_ptr() as usize);
+                msg.extend_from_slice(&buf);
+            }
+            most_lent = most_lent.max(uring::stats().ring_buffers_lent);
+            let (res, _) = s.write_all(msg).await;
+            res.unwrap();
+        }
+        // 2. The ring lent only what one read in flight could pick, so the 200 reads cycled
+        //    through a few buffers (the ones the pool hands back warm), not through all 64.
+        assert!(most_lent <= 4, "lent {most_lent} buffers for one read");
+        assert!(
+            addrs.len() <= 6,
+            "200 reads landed in {} distinct buffers",
+            addrs.len()
+        );
+        assert_eq!(uring::stats().recv_buffer_fallbacks, 0);
+    });
+    peer.join().unwrap();
+}
+
+#[test]
+fn a_burst_after_a_quiet_spell_finds_enough_buffers_lent() {
+    const CONNS: usize = 60;
+    let (fd, addr) = listening_socket(256);
+    let (sent_tx, sent_rx) = mpsc::channel::<()>();
+    let (quiet_tx, quiet_rx) = mpsc::channel::<()>();
+    let peer = std::thread::spawn(move || {
+        // 1. One connection, one message: the ring settles at a handful of buffers.
+        let mut first = StdStream::connect(addr).unwrap();
+        first.write_all(b"quiet").unwrap();
+        quiet_rx.recv().unwrap();
+        // 2. Then 60 peers send at once, before any of their reads is submitted.
+        let mut peers = Vec::new();
+        for i in 0..CONNS {
+            let mut p = StdStream::connect(addr).unwrap();
+            p.write_all(format!("message {i}").as_bytes()).unwrap();
+            peers.push(p);
+        }
+        sent_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_secs(1));
+        drop((first, peers));
+    });
+    run_bounded(Duration::from_secs(30), move || async move {
+        let listener = UringBackend::adopt_listener(fd).unwrap();
+        let (mut s, _) = listener.accept().await.unwrap();
+        assert_eq!(&s.read().await.unwrap().unwrap()[..], b"quiet");
+        let quiet = uring::stats().ring_buffers_lent;
+        assert!(quiet <= 4, "a quiet ring lent {quiet} buffers");
+        quiet_tx.send(()).unwrap();
+        let mut streams = Vec::new();
+        for _ in 0..CONNS {
+            streams.push(listener.accept().await.unwrap().0);
+        }
+        sent_rx.recv().unwrap();
+        // 3. All reads start in one executor turn and find their bytes at once: the enter that
+        //    submits them lends first, so none finds the ring empty.
+        let tasks: Vec<_> = streams
+            .into_iter()
+            .map(|mut s| {
+                glommio::spawn_local(async move {
+                    let buf = s.read().await.unwrap().unwrap();
+                    String::from_utf8(buf.to_vec()).unwrap()
+                })
+            })
+            .collect();
+        let mut got = Vec::new();
+        for t in tasks {
+            got.push(t.await);
+        }
+        got.sort();
+        let mut want: Vec<String> = (0..CONNS).map(|i| format!("message {i}")).collect();
+        want.sort();
+        assert_eq!(got, want);
+        let st = uring::stats();
+        assert_eq!(st.recv_buffer_fallbacks, 0, "{st:?}");
+        drop(s);
+    });
+    peer.join().unwrap();
+}

@@ -3,9 +3,14 @@
 //!
 //! A RECV with IOSQE_BUFFER_SELECT names the group instead of a buffer; its CQE carries the id
 //! of the buffer the kernel filled. The driver then takes that buffer out of the ring (it becomes
-//! an [`IoBuf`], returned to the per-core pool when dropped) and puts a fresh pool buffer in its
-//! place. When every buffer is taken the RECV fails with ENOBUFS and the stream falls back to a
-//! RECV into its own pooled buffer.
+//! an [`IoBuf`], returned to the per-core pool when dropped). When every lent buffer is taken the
+//! RECV fails with ENOBUFS and the stream falls back to a RECV into its own pooled buffer.
+//!
+//! The ring lends only as many buffers as the next `io_uring_enter` could pick, not all it
+//! has room for (see [`BufRing::top_up`]). The kernel takes them in the order they were lent,
+//! so a ring kept full makes every read land in the buffer lent the most reads ago, whose
+//! cache lines have gone cold; kept short, it cycles through the few buffers a quiet core
+//! uses, which the pool hands back warm.
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::io;
@@ -20,9 +25,14 @@ use crate::l4::buf::{count_taken, take_uncounted, IoBuf, READ_BUF_SIZE};
 /// The buffer group id of this core's ring.
 pub(crate) const BUF_GROUP: u16 = 0;
 
-/// Buffers lent to the kernel per core (a power of two): the most reads that can complete
-/// without a consumer before RECVs fall back to their own buffers. 64 x 64 KiB = 4 MiB per core.
+/// The ring's room (a power of two): the most buffers lent at once, so the most reads that can
+/// complete without a consumer before RECVs fall back to their own buffers. 64 x 64 KiB = 4 MiB
+/// per core at most; a quiet core lends a handful.
 const RING_ENTRIES: u16 = 64;
+
+/// Buffers lent beyond the operations that could pick one: a margin for a count that lags
+/// (CQEs the kernel holds back on a CQ overflow are not seen until it flushes them).
+const LEND_MARGIN: usize = 2;
 
 /// Ring memory must be page-aligned.
 const PAGE: usize = 4096;
@@ -31,14 +41,20 @@ const PAGE: usize = 4096;
 pub(crate) struct BufRing {
     entries: NonNull<BufRingEntry>,
     layout: Layout,
-    /// The buffer lent under each id; `None` only transiently while being replaced.
+    /// The buffer under each id, from when it is lent until the driver takes it out after the
+    /// kernel picked it; `None` for an id in `free`.
     bufs: Vec<Option<Vec<u8>>>,
+    /// Ids with no buffer, lent next.
+    free: Vec<u16>,
+    /// Buffers in the ring the kernel has not picked, as of the last CQE routed.
+    available: u16,
     /// Our copy of the ring's tail (the kernel reads the shared one).
     tail: u16,
 }
 
 impl BufRing {
-    /// Allocates the ring, registers it as [`BUF_GROUP`] and lends it every buffer.
+    /// Allocates the ring and registers it as [`BUF_GROUP`], with no buffer lent yet (the
+    /// first [`Self::top_up`] lends them).
     ///
     /// # Errors
     /// When the kernel refuses the registration (then reads use their own buffers).
@@ -60,17 +76,46 @@ impl BufRing {
             unsafe { dealloc(raw, layout) };
             return Err(e);
         }
-        let mut ring = BufRing {
+        Ok(BufRing {
             entries,
             layout,
             bufs: (0..RING_ENTRIES).map(|_| None).collect(),
+            // Popped from the end: the lowest ids first.
+            free: (0..RING_ENTRIES).rev().collect(),
+            available: 0,
             tail: 0,
-        };
-        for bid in 0..RING_ENTRIES {
-            ring.lend(bid, take_uncounted());
+        })
+    }
+
+    /// Books `picked` buffers the kernel took since the last call (CQEs with
+    /// IORING_CQE_F_BUFFER), then lends from the pool until the ring holds enough for
+    /// `could_pick` RECVs (the operations in the kernel, an upper bound of the ring RECVs among
+    /// them) plus [`LEND_MARGIN`], within its room.
+    ///
+    /// Called before each `io_uring_enter`: on a ring with IORING_SETUP_DEFER_TASKRUN the kernel
+    /// picks buffers only during one (a RECV runs inline at submission or in the deferred work
+    /// that an enter runs), and each RECV picks at most one, so the enter cannot run out. A ring
+    /// holding more than that is left to drain as reads pick buffers: nothing is lent until it
+    /// holds fewer than needed.
+    pub(crate) fn top_up(&mut self, picked: u16, could_pick: usize) {
+        self.available = self.available.saturating_sub(picked);
+        let want = could_pick
+            .saturating_add(LEND_MARGIN)
+            .min(usize::from(RING_ENTRIES));
+        if usize::from(self.available) >= want {
+            return;
         }
-        ring.publish();
-        Ok(ring)
+        while usize::from(self.available) < want {
+            let Some(bid) = self.free.pop() else { break };
+            self.lend(bid, take_uncounted());
+            self.available += 1;
+        }
+        self.publish();
+    }
+
+    /// Buffers lent and not picked, as of the last [`Self::top_up`].
+    pub(crate) fn lent(&self) -> usize {
+        usize::from(self.available)
     }
 
     /// Writes the descriptor of `buf` under `bid` at our tail (published by [`Self::publish`]).
@@ -98,13 +143,13 @@ impl BufRing {
         unsafe { (*tail.cast::<AtomicU16>()).store(self.tail, Ordering::Release) };
     }
 
-    /// Takes the buffer the kernel filled under `bid` (its first `len` bytes are data), lends a
-    /// fresh one in its place, and returns the filled one as an [`IoBuf`] counted in the pool.
+    /// Takes the buffer the kernel filled under `bid` (its first `len` bytes are data) and
+    /// returns it as an [`IoBuf`] counted in the pool; the id is free for the next
+    /// [`Self::top_up`].
     pub(crate) fn take_filled(&mut self, bid: u16, len: usize) -> Option<IoBuf> {
         let buf = self.bufs.get_mut(usize::from(bid))?.take()?;
         let lent = buf.capacity().min(READ_BUF_SIZE);
-        self.lend(bid, take_uncounted());
-        self.publish();
+        self.free.push(bid);
         count_taken();
         // SAFETY: the kernel wrote `len` bytes at the start of this buffer, which it was lent
         // with `lent` bytes of room.

@@ -137,6 +137,9 @@ struct Notes {
     /// for room), and whole unless a CQE says otherwise. [`Inner::settle_silent`] completes
     /// them once the CQEs posted by then are routed.
     silent_sent: Vec<(Key, i32)>,
+    /// CQEs routed since the last `io_uring_enter` that carry a buffer the kernel picked from
+    /// the ring (see [`BufRing::top_up`]).
+    picked: u16,
 }
 
 impl Notes {
@@ -248,6 +251,7 @@ pub(crate) fn stats() -> UringStats {
                 let inner = d.inner.borrow();
                 UringStats {
                     in_flight: inner.slots.len(),
+                    ring_buffers_lent: inner.buf_ring.as_ref().map_or(0, BufRing::lent),
                     ..inner.stats
                 }
             }
@@ -810,6 +814,9 @@ impl Inner {
         enter: impl FnOnce(&io_uring::Submitter<'_>) -> io::Result<usize>,
     ) -> io::Result<usize> {
         self.stats.enters += 1;
+        if let Some(buf_ring) = &mut self.buf_ring {
+            buf_ring.top_up(std::mem::take(&mut self.notes.picked), self.in_kernel);
+        }
         let queued = self.ring.submission().len();
         let result = enter(&self.ring.submitter());
         if let Ok(n) = result {
@@ -936,6 +943,9 @@ fn dispatch(
         // SEND ended), so the stream sees it when it collects that operation.
         notes.failed_sends.push(key);
         return;
+    }
+    if cqueue::buffer_select(cqe.flags()).is_some() {
+        notes.picked = notes.picked.saturating_add(1);
     }
     let key = Key::from_user_data(user_data);
     if !complete(

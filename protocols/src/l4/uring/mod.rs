@@ -90,6 +90,9 @@ pub struct UringStats {
     /// RECVs that found the provided-buffer ring empty (ENOBUFS) and retried with a buffer of
     /// their own.
     pub recv_buffer_fallbacks: u64,
+    /// Buffers lent to the provided-buffer ring and not picked yet, as of the last
+    /// `io_uring_enter`: about the reads that could be in flight then, plus a margin.
+    pub ring_buffers_lent: usize,
     /// Sends that returned fewer bytes than asked and were resubmitted for the rest.
     pub short_sends: u64,
     /// Completions whose slot had been recycled, dropped by the generation check.
