@@ -49,4 +49,34 @@ fn metrics_count_requests_and_responses_per_core_on() {
         m.contains("ringway_upstream_connects_total{core=\"0\"} 1"),
         "{m}"
     );
+    // The ring's counters come with the io_uring backend only.
+    let value = |name: &str| -> Option<u64> {
+        let key = format!("{name}{{core=\"0\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(key.as_str()))
+            .map(|v| v.parse().unwrap())
+    };
+    if io_backend() == ringway::IoBackend::Glommio {
+        assert!(!m.contains("ringway_uring_"), "{m}");
+    } else {
+        assert!(value("ringway_uring_enters_total").unwrap() > 0, "{m}");
+        assert!(
+            value("ringway_uring_completions_total").unwrap() >= 8,
+            "{m}"
+        );
+        assert_eq!(
+            value("ringway_uring_recv_buffer_fallbacks_total"),
+            Some(0),
+            "{m}"
+        );
+        assert_eq!(
+            value("ringway_uring_stale_completions_total"),
+            Some(0),
+            "{m}"
+        );
+        // One client and one upstream connection: a few buffers lent, not the ring's 64 (the
+        // bound counts every operation in the kernel, the listener's accepts too).
+        let lent = value("ringway_uring_ring_buffers_lent").unwrap();
+        assert!((1..=16).contains(&lent), "{m}");
+    }
 }

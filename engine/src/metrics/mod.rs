@@ -6,6 +6,7 @@ pub mod admin;
 use std::cell::{Cell, RefCell};
 
 use hdrhistogram::Histogram;
+use ringway_protocols::l4::uring::UringStats;
 
 /// Highest latency the histogram records, in microseconds (one hour); larger values saturate.
 const MAX_LATENCY_US: u64 = 3_600_000_000;
@@ -78,6 +79,7 @@ impl CoreMetrics {
             upstream_reused: self.upstream_reused.get(),
             panics,
             read_buffers_in_use: ringway_protocols::l4::pool_stats().in_use,
+            uring: ringway_protocols::l4::uring::stats(),
             latency_p50_us: q(0.5),
             latency_p99_us: q(0.99),
         }
@@ -110,6 +112,8 @@ pub struct CoreStats {
     /// Read buffers this core's pool has handed out and not got back (bytes held in user
     /// space = at most this x 64 KiB).
     pub read_buffers_in_use: usize,
+    /// This core's io_uring counters (all zero when it runs the glommio backend).
+    pub uring: UringStats,
     /// Median request latency, microseconds.
     pub latency_p50_us: u64,
     /// 99th percentile request latency, microseconds.
@@ -136,21 +140,49 @@ impl ServerStats {
     pub fn to_prometheus(&self) -> String {
         use std::fmt::Write;
         let mut out = String::new();
-        let counters: [(&str, Counter); 9] = [
-            ("ringway_connections_accepted_total", |c| c.accepted),
-            ("ringway_connections_active", |c| c.active),
-            ("ringway_requests_total", |c| c.requests),
-            ("ringway_errors_total", |c| c.errors),
-            ("ringway_retries_total", |c| c.retries),
-            ("ringway_upstream_connects_total", |c| c.upstream_connects),
-            ("ringway_upstream_reused_total", |c| c.upstream_reused),
-            ("ringway_panics_total", |c| c.panics),
-            ("ringway_latency_p99_microseconds", |c| c.latency_p99_us),
-        ];
-        for (name, f) in counters {
-            for c in &self.cores {
-                let _ = writeln!(out, "{name}{{core=\"{}\"}} {}", c.core, f(c));
+        let write = |out: &mut String, counters: &[(&str, Counter)]| {
+            for (name, f) in counters {
+                for c in &self.cores {
+                    let _ = writeln!(out, "{name}{{core=\"{}\"}} {}", c.core, f(c));
+                }
             }
+        };
+        write(
+            &mut out,
+            &[
+                ("ringway_connections_accepted_total", |c| c.accepted),
+                ("ringway_connections_active", |c| c.active),
+                ("ringway_requests_total", |c| c.requests),
+                ("ringway_errors_total", |c| c.errors),
+                ("ringway_retries_total", |c| c.retries),
+                ("ringway_upstream_connects_total", |c| c.upstream_connects),
+                ("ringway_upstream_reused_total", |c| c.upstream_reused),
+                ("ringway_panics_total", |c| c.panics),
+                ("ringway_latency_p99_microseconds", |c| c.latency_p99_us),
+            ],
+        );
+        // The rings' counters, when a core has one (none under the glommio backend).
+        if self.cores.iter().any(|c| c.uring.enters > 0) {
+            write(
+                &mut out,
+                &[
+                    ("ringway_uring_enters_total", |c| c.uring.enters),
+                    ("ringway_uring_completions_total", |c| c.uring.completions),
+                    ("ringway_uring_parks_total", |c| c.uring.parks),
+                    ("ringway_uring_ops_in_flight", |c| c.uring.in_flight as u64),
+                    ("ringway_uring_cancels_total", |c| c.uring.cancels),
+                    ("ringway_uring_recv_buffer_fallbacks_total", |c| {
+                        c.uring.recv_buffer_fallbacks
+                    }),
+                    ("ringway_uring_ring_buffers_lent", |c| {
+                        c.uring.ring_buffers_lent as u64
+                    }),
+                    ("ringway_uring_short_sends_total", |c| c.uring.short_sends),
+                    ("ringway_uring_stale_completions_total", |c| {
+                        c.uring.stale_completions
+                    }),
+                ],
+            );
         }
         for c in &self.cores {
             for class in 1..=5 {
