@@ -46,7 +46,8 @@ pub(crate) struct BufRing {
     bufs: Vec<Option<Vec<u8>>>,
     /// Ids with no buffer, lent next.
     free: Vec<u16>,
-    /// Buffers in the ring the kernel has not picked, as of the last CQE routed.
+    /// Buffers in the ring the kernel has not picked, as of the last [`Self::top_up`] (the
+    /// driver counts the picks routed since).
     available: u16,
     /// Our copy of the ring's tail (the kernel reads the shared one).
     tail: u16,
@@ -102,15 +103,16 @@ impl BufRing {
         let want = could_pick
             .saturating_add(LEND_MARGIN)
             .min(usize::from(RING_ENTRIES));
-        if usize::from(self.available) >= want {
-            return;
-        }
+        let mut lent = false;
         while usize::from(self.available) < want {
             let Some(bid) = self.free.pop() else { break };
             self.lend(bid, take_uncounted());
             self.available += 1;
+            lent = true;
         }
-        self.publish();
+        if lent {
+            self.publish();
+        }
     }
 
     /// Buffers lent and not picked, as of the last [`Self::top_up`].
