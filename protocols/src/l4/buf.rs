@@ -31,6 +31,16 @@ pub struct PoolStats {
     pub allocated: u64,
 }
 
+impl Pool {
+    /// A free buffer, or a new one.
+    fn pop_or_alloc(&mut self) -> Vec<u8> {
+        self.free.pop().unwrap_or_else(|| {
+            self.stats.allocated += 1;
+            Vec::with_capacity(READ_BUF_SIZE)
+        })
+    }
+}
+
 thread_local! {
     static POOL: RefCell<Pool> = const {
         RefCell::new(Pool { free: Vec::new(), stats: PoolStats { in_use: 0, free: 0, allocated: 0 } })
@@ -56,23 +66,16 @@ pub(crate) fn take() -> Vec<u8> {
     POOL.with(|p| {
         let mut p = p.borrow_mut();
         p.stats.in_use += 1;
-        match p.free.pop() {
-            Some(buf) => buf,
-            None => {
-                p.stats.allocated += 1;
-                Vec::with_capacity(READ_BUF_SIZE)
-            }
-        }
+        p.pop_or_alloc()
     })
 }
 
 /// Takes a buffer like [`take`] without counting it as in use: for memory lent to the kernel's
 /// provided-buffer ring, which no connection holds until a read selects it. Count it with
-/// [`count_taken`] when it is handed out in an [`IoBuf`].
-pub(crate) fn take_uncounted() -> Vec<u8> {
-    let buf = take();
-    POOL.with(|p| p.borrow_mut().stats.in_use -= 1);
-    buf
+/// [`count_taken`] when it is handed out in an [`IoBuf`]. `None` once this thread's pool is gone
+/// (a ring torn down at thread exit lends nothing more).
+pub(crate) fn take_uncounted() -> Option<Vec<u8>> {
+    POOL.try_with(|p| p.borrow_mut().pop_or_alloc()).ok()
 }
 
 /// Counts a buffer from [`take_uncounted`] as in use, as it becomes an [`IoBuf`].

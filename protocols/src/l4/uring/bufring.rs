@@ -30,8 +30,9 @@ pub(crate) const BUF_GROUP: u16 = 0;
 /// per core at most; a quiet core lends a handful.
 const RING_ENTRIES: u16 = 64;
 
-/// Buffers lent beyond the operations that could pick one: a margin for a count that lags
-/// (CQEs the kernel holds back on a CQ overflow are not seen until it flushes them).
+/// Buffers lent beyond the operations that could pick one. The bound needs none (see
+/// [`BufRing::top_up`]); two spare keep a miscount nobody has thought of from costing reads their
+/// ring buffer.
 const LEND_MARGIN: usize = 2;
 
 /// Ring memory must be page-aligned.
@@ -91,13 +92,16 @@ impl BufRing {
     /// Books `picked` buffers the kernel took since the last call (CQEs with
     /// IORING_CQE_F_BUFFER), then lends from the pool until the ring holds enough for
     /// `could_pick` RECVs (the operations in the kernel, an upper bound of the ring RECVs among
-    /// them) plus [`LEND_MARGIN`], within its room.
+    /// them) plus [`LEND_MARGIN`], within its room. Called before each `io_uring_enter`.
     ///
-    /// Called before each `io_uring_enter`: on a ring with IORING_SETUP_DEFER_TASKRUN the kernel
-    /// picks buffers only during one (a RECV runs inline at submission or in the deferred work
-    /// that an enter runs), and each RECV picks at most one, so the enter cannot run out. A ring
-    /// holding more than that is left to drain as reads pick buffers: nothing is lent until it
-    /// holds fewer than needed.
+    /// Why that is enough, whenever the kernel picks (inside an enter, where a ring with
+    /// IORING_SETUP_DEFER_TASKRUN runs RECVs, or on an io-wq worker, where a RECV goes when it
+    /// cannot arm its poll): a RECV picks at most one buffer, and one that picked stays in
+    /// `in_kernel` until its CQE is routed. So the buffers really left are `available` minus the
+    /// picks not routed yet, each of which also takes its RECV out of those that can still
+    /// pick: while no more than the ring's room is in the kernel, no RECV finds it empty.
+    /// A ring holding more than that is left to drain as reads pick buffers: nothing is lent
+    /// until it holds fewer than needed.
     pub(crate) fn top_up(&mut self, picked: u16, could_pick: usize) {
         self.available = self.available.saturating_sub(picked);
         let want = could_pick
@@ -106,7 +110,11 @@ impl BufRing {
         let mut lent = false;
         while usize::from(self.available) < want {
             let Some(bid) = self.free.pop() else { break };
-            self.lend(bid, take_uncounted());
+            let Some(buf) = take_uncounted() else {
+                self.free.push(bid);
+                break;
+            };
+            self.lend(bid, buf);
             self.available += 1;
             lent = true;
         }

@@ -959,6 +959,10 @@ fn dispatch(
         late,
     ) {
         stats.stale_completions += 1;
+        if cqueue::buffer_select(cqe.flags()).is_some() {
+            // A buffer the kernel picked for nobody: back to the pool, its id to the ring.
+            late.push((Box::new(NoResources), cqe.result(), cqe.flags()));
+        }
     }
 }
 
