@@ -944,7 +944,8 @@ fn dispatch(
         notes.failed_sends.push(key);
         return;
     }
-    if cqueue::buffer_select(cqe.flags()).is_some() {
+    let picked = cqueue::buffer_select(cqe.flags()).is_some();
+    if picked {
         notes.picked = notes.picked.saturating_add(1);
     }
     let key = Key::from_user_data(user_data);
@@ -959,7 +960,7 @@ fn dispatch(
         late,
     ) {
         stats.stale_completions += 1;
-        if cqueue::buffer_select(cqe.flags()).is_some() {
+        if picked {
             // A buffer the kernel picked for nobody: back to the pool, its id to the ring.
             late.push((Box::new(NoResources), cqe.result(), cqe.flags()));
         }
