@@ -169,6 +169,37 @@ const LOOSE: Limits = Limits {
     max_request_line_bytes: 1 << 20,
 };
 
+/// Limits small enough that short inputs reach each of them.
+const TIGHT: Limits = Limits {
+    max_headers: 2,
+    max_head_bytes: 64,
+    max_request_line_bytes: 24,
+};
+
+/// The one-pass parser (`fast`) takes only heads the general parser takes, and builds the same
+/// head, field layout and wire form included: the parse functions' verdict equals the general
+/// parser's, whichever of the two decided it.
+fn same_verdict<T: PartialEq + std::fmt::Debug>(
+    verdict: &Result<Parsed<T>, HttpError>,
+    general: &Result<Parsed<T>, HttpError>,
+    headers: impl Fn(&T) -> &Headers,
+) {
+    assert_eq!(verdict, general, "one-pass and general parsers disagree");
+    if let (Ok(Parsed::Complete { head: a, .. }), Ok(Parsed::Complete { head: b, .. })) =
+        (verdict, general)
+    {
+        let (mut wire_a, mut wire_b) = (Vec::new(), Vec::new());
+        headers(a).write_wire(0, &mut wire_a);
+        headers(b).write_wire(0, &mut wire_b);
+        assert_eq!(wire_a, wire_b, "wire form");
+        assert_eq!(
+            headers(a).known_bits(),
+            headers(b).known_bits(),
+            "known bits"
+        );
+    }
+}
+
 fn prefix_lengths(len: usize) -> impl Iterator<Item = usize> {
     let step = if len <= EVERY_PREFIX_MAX { 1 } else { len / 64 };
     (0..len)
@@ -192,6 +223,13 @@ fn without_framing_fields(headers: &super::Headers) -> super::Headers {
 /// On a broken invariant.
 pub fn check_request_head(data: &[u8]) {
     let limits = Limits::default();
+    for limits in [limits, TIGHT] {
+        same_verdict(
+            &parse_request(data, &limits),
+            &super::head::parse_request_general(data, &limits),
+            |h| &h.headers,
+        );
+    }
     let (head, len) = match parse_request(data, &limits) {
         Ok(Parsed::Complete { head, len }) => (head, len),
         Ok(Parsed::Partial) => {
@@ -272,6 +310,13 @@ pub fn check_request_head(data: &[u8]) {
 /// On a broken invariant.
 pub fn check_response_head(data: &[u8]) {
     let limits = Limits::default();
+    for limits in [limits, TIGHT] {
+        same_verdict(
+            &parse_response(data, &limits),
+            &super::head::parse_response_general(data, &limits),
+            |h| &h.headers,
+        );
+    }
     let head = match parse_response(data, &limits) {
         Ok(Parsed::Complete { head, len }) => {
             assert!(len <= data.len() && len <= limits.max_head_bytes);

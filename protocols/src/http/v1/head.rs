@@ -107,7 +107,7 @@ impl Method {
     pub const PATCH: Method = Method(MethodRepr::Patch);
 
     /// Builds a method from a token already known to be valid (httparse checked it).
-    fn from_token(token: &str) -> Method {
+    pub(super) fn from_token(token: &str) -> Method {
         Method(match token {
             "GET" => MethodRepr::Get,
             "HEAD" => MethodRepr::Head,
@@ -389,6 +389,19 @@ fn with_header_slots<'b, R>(
 /// for a malformed request line, field line or Host.
 pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed<RequestHead>, HttpError> {
     let window = head_window(buf, limits);
+    match super::fast::request(window, limits) {
+        Some(parsed) => Ok(parsed),
+        None => parse_request_general(window, limits),
+    }
+}
+
+/// [`parse_request`] through httparse, for every head: what decides whenever the one-pass
+/// parser (`fast`) does not take a head.
+pub(super) fn parse_request_general(
+    buf: &[u8],
+    limits: &Limits,
+) -> Result<Parsed<RequestHead>, HttpError> {
+    let window = head_window(buf, limits);
     with_header_slots(limits.max_headers, |slots| {
         let mut req = httparse::Request::new(&mut []);
         match strict_config().parse_request_with_uninit_headers(&mut req, window, slots) {
@@ -447,6 +460,18 @@ pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<Parsed<RequestHead>,
 /// [`HttpError::HeadTooLarge`], [`HttpError::TooManyHeaders`], [`HttpError::InvalidStatusLine`]
 /// (including a code outside 100..=599), the version variants, and every field-line variant.
 pub fn parse_response(buf: &[u8], limits: &Limits) -> Result<Parsed<ResponseHead>, HttpError> {
+    let window = head_window(buf, limits);
+    match super::fast::response(window, limits) {
+        Some(parsed) => Ok(parsed),
+        None => parse_response_general(window, limits),
+    }
+}
+
+/// [`parse_response`] through httparse, for every head (see [`parse_request_general`]).
+pub(super) fn parse_response_general(
+    buf: &[u8],
+    limits: &Limits,
+) -> Result<Parsed<ResponseHead>, HttpError> {
     let window = head_window(buf, limits);
     with_header_slots(limits.max_headers, |slots| {
         let mut res = httparse::Response::new(&mut []);
@@ -565,14 +590,14 @@ fn skip_empty_lines(buf: &[u8]) -> usize {
 }
 
 /// The authority of an absolute-form target and its scheme's default port.
-struct TargetAuthority<'t> {
+pub(super) struct TargetAuthority<'t> {
     authority: &'t str,
     default_port: &'static [u8],
 }
 
 /// Checks the request-target form against the method (RFC 9112 section 3.2); returns the
 /// authority of an absolute-form target, for the Host comparison.
-fn check_target<'t>(
+pub(super) fn check_target<'t>(
     method: &Method,
     target: &'t str,
 ) -> Result<Option<TargetAuthority<'t>>, HttpError> {
@@ -725,6 +750,15 @@ fn check_host(
             host = Some(field.value);
         }
     }
+    check_host_value(version, host, target)
+}
+
+/// [`check_host`] once the one Host value (if any) has been found.
+pub(super) fn check_host_value(
+    version: Version,
+    host: Option<&[u8]>,
+    target: Option<TargetAuthority<'_>>,
+) -> Result<(), HttpError> {
     let Some(host) = host else {
         return if version == Version::Http11 {
             Err(HttpError::MissingHost)

@@ -84,6 +84,20 @@ pub struct Headers {
     known: u16,
 }
 
+/// Where one field line sits in a block of field lines (see [`Headers::from_block`]): the
+/// name at `name_at`, `": "`, the value, `"\r\n"`.
+/// Sixteen bits each (a head past 64 KiB goes to the general parser), so the parser's array of
+/// them is small to clear.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FieldSpan {
+    /// Offset of the name in the block.
+    pub(crate) name_at: u16,
+    /// Bytes in the name.
+    pub(crate) name_len: u16,
+    /// Bytes in the value.
+    pub(crate) value_len: u16,
+}
+
 /// Bytes a field takes on the wire besides its name and value: `: ` and `\r\n`.
 const WIRE_OVERHEAD: usize = 4;
 
@@ -103,6 +117,8 @@ const KNOWN: [&str; 10] = [
     "x-forwarded-for",
 ];
 
+/// [`known_bit`] of `host`.
+pub(crate) const HOST: u16 = known_bit_const("host");
 /// [`known_bit`] of `content-length`.
 pub(crate) const CONTENT_LENGTH: u16 = known_bit_const("content-length");
 /// [`known_bit`] of `transfer-encoding`.
@@ -579,6 +595,35 @@ impl Headers {
                 headers.append(field.name, field.value);
             }
         }
+        headers
+    }
+
+    /// The fields of a head whose field lines sit in `block` exactly as their wire form, one
+    /// after another (`name: value\r\n` with one space and no trailing whitespace), as the
+    /// one-pass parser found them (see `fast`): each span is a field's name offset in `block`,
+    /// its name length and its value length. Copied in one piece. The names are tokens and the
+    /// values field bytes; the parser checked both.
+    pub(crate) fn from_block(block: &[u8], spans: &[FieldSpan]) -> Self {
+        let mut headers = Self::with_room(spans.len(), block.len());
+        let mut known = 0;
+        for s in spans {
+            let (name_start, value_len) = (usize::from(s.name_at), usize::from(s.value_len));
+            let name_end = name_start + usize::from(s.name_len);
+            let raw = &block[name_start..name_end];
+            debug_assert!(raw.iter().all(|&b| is_tchar(b)));
+            // SAFETY: the parser let only token bytes (ASCII) into a name.
+            let bit = known_bit(unsafe { std::str::from_utf8_unchecked(raw) });
+            known |= bit;
+            headers.fields.push(Field {
+                name_start,
+                name_end,
+                value_start: name_end + 2,
+                value_end: name_end + 2 + value_len,
+                bit,
+            });
+        }
+        headers.bytes.extend_from_slice(block);
+        headers.known = known;
         headers
     }
 

@@ -45,6 +45,7 @@ mod body;
 mod chunked;
 mod encode;
 mod error;
+mod fast;
 mod framing;
 pub mod fuzz_checks;
 mod head;
