@@ -27,7 +27,7 @@ use ringway_protocols::rt::Timer;
 use super::error::{Error, ErrorKind, Result, Retry, Side};
 use super::panic::{guard, guard_sync, payload_str, Guarded};
 use super::phase::{FailToProxy, ProxyHttp};
-use super::recycle::RecycledBox;
+use super::recycle::{self, RecycledBox};
 use super::session::Session;
 use super::settings::{HttpSettings, DRAIN_LIMIT_BYTES, EXPECT_CONTINUE_WAIT, REPLAY_BUFFER_BYTES};
 use super::CoreCtx;
@@ -778,14 +778,7 @@ async fn exchange<B: Backend, P: ProxyHttp>(
 ) -> std::result::Result<Exchange, (Box<Error>, bool)> {
     // A copy the upstream request filter can add a few fields to without reallocating.
     let original = session.req_header();
-    let mut up_req = RequestHead {
-        method: original.method.clone(),
-        target: original.target.clone(),
-        version: original.version,
-        headers: original
-            .headers
-            .clone_with_room(UPSTREAM_ROOM_FIELDS, UPSTREAM_ROOM_BYTES),
-    };
+    let mut up_req = original.clone_with_room(UPSTREAM_ROOM_FIELDS, UPSTREAM_ROOM_BYTES);
     let upgrade = upgrade_requested(&up_req);
     remove_hop_by_hop(&mut up_req.headers);
     if let Some(proto) = &upgrade {
@@ -805,7 +798,7 @@ async fn exchange<B: Backend, P: ProxyHttp>(
         (None, BodyFraming::Length(n)) => BodyFraming::Length(*n),
         (None, _) => BodyFraming::Chunked,
     };
-    let mut out = Vec::with_capacity(512);
+    let mut out = recycle::head_buffer();
     encode_request_head(
         &up_req,
         &up_framing,
@@ -1254,11 +1247,11 @@ async fn relay_response<S: Stream, P: ProxyHttp>(
             let last = read_next && done && !excess && down.idle();
             let back =
                 send_response(&mut down.stream, std::mem::take(&mut out), last, settings).await?;
+            out = back.unwrap_or_default();
+            out.clear();
             if last {
                 break;
             }
-            out = back.unwrap_or_default();
-            out.clear();
         }
         if done {
             break;
@@ -1282,6 +1275,7 @@ async fn relay_response<S: Stream, P: ProxyHttp>(
             }
         }
     }
+    recycle::give_back_head_buffer(out);
     Ok(Clean {
         downstream_ok: !excess,
         upstream_ok: !excess && !eof,

@@ -1,4 +1,5 @@
-//! A box whose heap block is reused on this thread: the per-request future's allocation.
+//! Allocations of every request reused on this thread: the per-request future's box, and the
+//! buffer its heads are encoded into.
 //!
 //! Each request runs in a boxed future of a few kilobytes (see `serve_connection`: boxed so that
 //! an idle keep-alive connection does not hold it). Through glibc's allocator that size is
@@ -72,6 +73,40 @@ unsafe fn give(layout: Layout, ptr: NonNull<u8>) {
         // SAFETY: from the caller's contract.
         unsafe { dealloc(ptr.as_ptr(), layout) };
     }
+}
+
+/// Encoded-head buffers kept per thread, and the most room one may have to be kept.
+const HEAD_BUFFERS_KEEP: usize = 64;
+const HEAD_BUFFER_MAX: usize = 4096;
+/// The room of a new head buffer: a typical head fits.
+const HEAD_BUFFER_ROOM: usize = 512;
+
+thread_local! {
+    static HEAD_BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer to encode a head into: one a finished request gave back (see
+/// [`give_back_head_buffer`]), or a new one. Saves a `malloc` and a `free` per request.
+pub(crate) fn head_buffer() -> Vec<u8> {
+    HEAD_BUFFERS
+        .try_with(|b| b.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| Vec::with_capacity(HEAD_BUFFER_ROOM))
+}
+
+/// Keeps `buf` for the next [`head_buffer`], unless enough are kept or it grew large.
+pub(crate) fn give_back_head_buffer(mut buf: Vec<u8>) {
+    if buf.capacity() == 0 || buf.capacity() > HEAD_BUFFER_MAX {
+        return;
+    }
+    buf.clear();
+    let _ = HEAD_BUFFERS.try_with(|b| {
+        let mut b = b.borrow_mut();
+        if b.len() < HEAD_BUFFERS_KEEP {
+            b.push(buf);
+        }
+    });
 }
 
 /// An owned `T` in a heap block recycled through this thread's free list; pinned in place (the

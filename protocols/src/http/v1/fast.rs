@@ -13,8 +13,8 @@
 use std::borrow::Cow;
 
 use super::head::{
-    canonical_reason, check_host_value, check_target, Limits, Method, Parsed, RequestHead,
-    ResponseHead, Version,
+    canonical_reason, check_host_value, check_target, spare_target, Limits, Method, Parsed,
+    RequestHead, ResponseHead, Version,
 };
 use super::headers::{FieldSpan, Headers, HOST};
 
@@ -244,7 +244,7 @@ pub(super) fn request(window: &[u8], limits: &Limits) -> Option<Parsed<RequestHe
     Some(Parsed::Complete {
         head: RequestHead {
             method,
-            target: target.to_owned(),
+            target: spare_target(target),
             version,
             headers,
         },
