@@ -745,3 +745,45 @@ fn a_reply_that_arrives_before_its_request_is_sent_is_read_once_the_send_complet
         "the request, whole, after the filler"
     );
 }
+
+#[test]
+fn registered_sockets_close_when_their_streams_drop_on_both_ends() {
+    let _serial = serial();
+    let (fd, addr) = listening_socket(16);
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let std_addr = std_listener.local_addr().unwrap();
+    // 1. A client connects to a ring listener; the ring connects to a plain listener.
+    let mut client = StdStream::connect(addr).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    run_bounded(Duration::from_secs(10), move || async move {
+        let before = uring::stats().registered_files;
+        let listener = UringBackend::adopt_listener(fd).unwrap();
+        let (mut accepted, _) = listener.accept().await.unwrap();
+        let mut connected = UringBackend::connect(std_addr, Duration::from_secs(5))
+            .await
+            .unwrap();
+        // 2. Both streams work through their slots in the ring's table of files.
+        let (r, _) = accepted.write_all(b"ping".to_vec()).await;
+        r.unwrap();
+        let (r, _) = connected.write_all(b"pong".to_vec()).await;
+        r.unwrap();
+        let registered = uring::stats().registered_files - before;
+        // 3. Dropping each empties its slot, then closes its descriptor.
+        drop(accepted);
+        drop(connected);
+        settle().await;
+        drop(listener);
+        let _ = tx.send((registered, uring::stats().registered_file_failures));
+    });
+    let (registered, failures) = rx.recv().unwrap();
+    assert_eq!(registered, 2, "both streams registered");
+    assert_eq!(failures, 0);
+    // 4. Each peer sees the bytes, then EOF: the table kept neither socket open.
+    let (mut upstream, _) = std_listener.accept().unwrap();
+    for (peer, want) in [(&mut client, b"ping"), (&mut upstream, b"pong")] {
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        peer.read_to_end(&mut got).expect("EOF, not a timeout");
+        assert_eq!(&got, want);
+    }
+}

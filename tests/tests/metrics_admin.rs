@@ -78,5 +78,16 @@ fn metrics_count_requests_and_responses_per_core_on() {
         // bound counts every operation in the kernel, the listener's accepts too).
         let lent = value("ringway_uring_ring_buffers_lent").unwrap();
         assert!((1..=16).contains(&lent), "{m}");
+        // The client's connection and the upstream one, each in the ring's table of files (the
+        // admin listener's connections are not on the ring).
+        assert!(
+            value("ringway_uring_registered_files_total").unwrap() >= 2,
+            "{m}"
+        );
+        assert_eq!(
+            value("ringway_uring_registered_file_failures_total"),
+            Some(0),
+            "{m}"
+        );
     }
 }

@@ -181,6 +181,12 @@ impl ServerStats {
                     ("ringway_uring_stale_completions_total", |c| {
                         c.uring.stale_completions
                     }),
+                    ("ringway_uring_registered_files_total", |c| {
+                        c.uring.registered_files
+                    }),
+                    ("ringway_uring_registered_file_failures_total", |c| {
+                        c.uring.registered_file_failures
+                    }),
                 ],
             );
         }

@@ -25,12 +25,37 @@ use futures_lite::AsyncRead;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use super::bufring::BufRing;
-use super::slots::{Key, Slots, IGNORED_USER_DATA, TIMER_USER_DATA};
+use super::slots::{Key, Slots, FILES_USER_DATA, IGNORED_USER_DATA, TIMER_USER_DATA};
 use super::UringStats;
 use crate::l4::buf::IoBuf;
 
 /// Submission queue entries per ring; a full queue is flushed early by the operation that
 /// found it full.
+/// Most slots in each ring's table of registered files (fewer when the descriptor limit is
+/// lower: the kernel refuses a table larger). A stream's slot is its descriptor's number (see
+/// [`Driver::register_file`]); a stream whose descriptor is past the table names its
+/// descriptor instead. 32 Ki slots cost the kernel about 256 KiB per ring, and the driver the
+/// 128 KiB of [`Driver::slot_numbers`].
+const REGISTERED_FILES: u32 = 32 * 1024;
+
+/// This process's soft limit on open descriptors (`RLIMIT_NOFILE`); no descriptor is at or past
+/// it.
+fn descriptor_limit() -> u32 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct it is given, nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 0;
+    }
+    u32::try_from(limit.rlim_cur).unwrap_or(u32::MAX)
+}
+
+/// The entry that empties a slot of the table of files (`-1`). A static: the kernel reads it
+/// when it issues the FILES_UPDATE, in a later `io_uring_enter`.
+static NO_FILE: RawFd = -1;
+
 const SQ_ENTRIES: u32 = 256;
 
 /// Completion queue entries per ring (the kernel buffers overflow beyond it, at a cost).
@@ -168,6 +193,11 @@ pub(crate) struct Driver {
     wake_scratch: Cell<Vec<Waker>>,
     /// Likewise for the abandoned operations' final completions.
     late_scratch: Cell<Vec<LateCompletion>>,
+    /// `slot_numbers[i] == i`, for every slot of the ring's table of registered files: what a
+    /// FILES_UPDATE that registers descriptor `i` at slot `i` points at (it must stay put
+    /// until the kernel issues it, and so for the ring's life). Empty when the ring has no
+    /// table.
+    slot_numbers: Box<[RawFd]>,
 }
 
 thread_local! {
@@ -218,23 +248,48 @@ fn thread_driver() -> io::Result<Rc<Driver>> {
 
 /// Closes `fd` with an IORING_OP_CLOSE queued on this thread's ring (no system call of its own;
 /// it goes with the next submission), or with close(2) when the thread has no ring driven now.
-pub(crate) fn close(fd: OwnedFd) {
-    let driver = DRIVER
-        .try_with(|cell| cell.borrow().clone())
-        .ok()
-        .flatten()
-        .filter(|d| d.lean.get() || d.task_alive.get());
-    let Some(driver) = driver else {
+pub(crate) fn close(fd: OwnedFd, registered: bool) {
+    let raw = fd.as_raw_fd();
+    let Some(driver) = DRIVER.try_with(|cell| cell.borrow().clone()).ok().flatten() else {
+        // No ring on this thread any more (it is exiting), and so no table either.
         drop(fd);
         return;
     };
-    let raw = fd.as_raw_fd();
-    let mut sqe = [opcode::Close::new(types::Fd(raw))
+    if !(driver.lean.get() || driver.task_alive.get()) {
+        if registered {
+            // Nobody submits for the ring now: empty the slot at once, or the table would
+            // keep the socket open for the ring's life. (Inside a borrow of the driver, which
+            // no path that drops a stream takes, the slot stays until the ring goes.)
+            if let Ok(inner) = driver.inner.try_borrow() {
+                let slot = u32::try_from(raw).unwrap_or(u32::MAX);
+                let _ = inner
+                    .ring
+                    .submitter()
+                    .register_files_update(slot, &[NO_FILE]);
+            }
+        }
+        drop(fd);
+        return;
+    }
+    // The slot is emptied first (the table's reference to the socket goes), then the
+    // descriptor closed: the socket closes as the CLOSE completes, as it would unregistered.
+    let empty = opcode::FilesUpdate::new(&NO_FILE, 1)
+        .offset(raw)
         .build()
         .user_data(IGNORED_USER_DATA)
-        .flags(squeue::Flags::SKIP_SUCCESS)];
-    // SAFETY: CLOSE carries no pointer.
-    match unsafe { driver.submit_detached(&mut sqe) } {
+        .flags(squeue::Flags::SKIP_SUCCESS);
+    let close = opcode::Close::new(types::Fd(raw))
+        .build()
+        .user_data(IGNORED_USER_DATA)
+        .flags(squeue::Flags::SKIP_SUCCESS);
+    let mut both = [empty, close];
+    let sqes = if registered {
+        &mut both[..]
+    } else {
+        &mut both[1..]
+    };
+    // SAFETY: CLOSE carries no pointer; the FILES_UPDATE points at a static.
+    match unsafe { driver.submit_detached(sqes) } {
         // The kernel owns the descriptor now.
         Ok(()) => {
             let _ = fd.into_raw_fd();
@@ -286,6 +341,17 @@ impl Driver {
         // Submitter that registered it, and `ring.submitter()` builds a fresh one per call, so
         // a registration here would take a kernel slot and never be used (it was, until this
         // was noticed). Using it needs a long-lived Submitter; see docs/internals.md.
+        // The kernel refuses a table larger than the descriptor limit (EMFILE).
+        let slots = REGISTERED_FILES.min(descriptor_limit());
+        let slot_numbers = match ring.submitter().register_files_sparse(slots) {
+            Ok(()) => (0..slots as RawFd).collect(),
+            Err(e) => {
+                log::info!(
+                    "io_uring: no table of registered files ({e}); operations name descriptors"
+                );
+                Box::default()
+            }
+        };
         let buf_ring = match BufRing::register(&ring.submitter()) {
             Ok(r) => Some(r),
             Err(e) => {
@@ -309,7 +375,41 @@ impl Driver {
             lean: Cell::new(false),
             wake_scratch: Cell::new(Vec::new()),
             late_scratch: Cell::new(Vec::new()),
+            slot_numbers,
         })
+    }
+
+    /// Registers the socket `fd` in the ring's table of files, at the slot of its own number,
+    /// with a FILES_UPDATE queued for the next submission. Operations queued after it may then
+    /// name the slot instead of the descriptor ([`squeue::Flags::FIXED_FILE`], the same
+    /// number): the kernel takes the file from the table, without the descriptor lookup and the
+    /// reference count (`fget` and `fput`) it pays per operation otherwise. The kernel issues
+    /// submissions in the order they were queued, and issues the FILES_UPDATE at once, so the
+    /// slot is filled before any later operation looks it up.
+    ///
+    /// False when the ring has no table or `fd` is past it: name the descriptor. The table
+    /// holds a reference to the socket, so a registered socket must be closed with
+    /// [`close`]`(fd, true)`, which empties the slot first. A FILES_UPDATE that fails (only
+    /// out of kernel memory) posts a completion that is counted; the stream's operations then
+    /// fail (`EBADF`) and it is closed, nothing else.
+    pub(crate) fn register_file(&self, fd: RawFd) -> bool {
+        let Some(number) = usize::try_from(fd)
+            .ok()
+            .and_then(|i| self.slot_numbers.get(i))
+        else {
+            return false;
+        };
+        let mut sqe = [opcode::FilesUpdate::new(number, 1)
+            .offset(fd)
+            .build()
+            .user_data(FILES_USER_DATA)
+            .flags(squeue::Flags::SKIP_SUCCESS)];
+        // SAFETY: the entry points into `slot_numbers`, which lives as long as the ring.
+        let queued = unsafe { self.submit_detached(&mut sqe) }.is_ok();
+        if queued {
+            self.inner.borrow_mut().stats.registered_files += 1;
+        }
+        queued
     }
 
     /// Takes a slot and queues `entries` (the first carries the slot's key as user_data; the
@@ -930,6 +1030,11 @@ fn dispatch(
 ) {
     let user_data = cqe.user_data();
     if user_data == IGNORED_USER_DATA {
+        return;
+    }
+    if user_data == FILES_USER_DATA {
+        // Registering a socket failed (success posts nothing).
+        stats.registered_file_failures += 1;
         return;
     }
     if user_data == TIMER_USER_DATA {

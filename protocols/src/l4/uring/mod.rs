@@ -99,6 +99,11 @@ pub struct UringStats {
     pub stale_completions: u64,
     /// Times the lean loop armed or moved its alarm (the IORING_OP_TIMEOUT its sleeps end by).
     pub alarms: u64,
+    /// Sockets registered in the ring's table of files (each stream's, when the table exists
+    /// and its descriptor fits): their operations skip the kernel's descriptor lookup.
+    pub registered_files: u64,
+    /// Registrations the kernel refused (their streams' operations then fail and they close).
+    pub registered_file_failures: u64,
 }
 
 /// This core's ring counters; zeroes when the backend has not been used on this thread.
@@ -147,6 +152,9 @@ pub struct UringStream {
     unlinked_send: Option<UnlinkedSend>,
     /// No read follows ([`Stream::no_more_reads`]): writes queue no RECV ahead.
     no_read_ahead: bool,
+    /// Registered in the ring's table of files, at the slot of the descriptor's own number
+    /// (see `Driver::register_file`): its operations name the slot ([`UringStream::sqe_fd`]).
+    registered: bool,
     /// Closed by `Drop` through the ring (IORING_OP_CLOSE), or with close(2) when this thread
     /// has no ring.
     fd: ManuallyDrop<OwnedFd>,
@@ -166,15 +174,29 @@ struct UnlinkedSend {
 }
 
 impl UringStream {
-    fn new(fd: OwnedFd, peer: Option<SocketAddr>) -> UringStream {
+    /// A stream on `fd`, registered in `driver`'s table of files when it can be.
+    fn new(fd: OwnedFd, peer: Option<SocketAddr>, driver: &driver::Driver) -> UringStream {
         UringStream {
             read_op: None,
             linked_send: false,
             unlinked_send: None,
             no_read_ahead: false,
+            registered: driver.register_file(fd.as_raw_fd()),
             fd: ManuallyDrop::new(fd),
             peer,
         }
+    }
+
+    /// What an SQE on this stream names, and the flag to add to it: the stream's slot in the
+    /// ring's table of files when it is registered (the slot has the descriptor's number), else
+    /// the descriptor.
+    fn sqe_fd(&self) -> (types::Fd, squeue::Flags) {
+        let flags = if self.registered {
+            squeue::Flags::FIXED_FILE
+        } else {
+            squeue::Flags::empty()
+        };
+        (types::Fd(self.fd.as_raw_fd()), flags)
     }
 
     /// Queues a RECV and keeps it in the stream: with the kernel picking the buffer from the
@@ -187,7 +209,7 @@ impl UringStream {
         from_ring: bool,
         poll_first: bool,
     ) -> io::Result<()> {
-        let fd = types::Fd(self.fd.as_raw_fd());
+        let (fd, fixed) = self.sqe_fd();
         if from_ring && driver.has_buf_ring() {
             let ioprio = if poll_first { RECVSEND_POLL_FIRST } else { 0 };
             let mut sqe = [
@@ -195,7 +217,7 @@ impl UringStream {
                     .buf_group(bufring::BUF_GROUP)
                     .ioprio(ioprio)
                     .build()
-                    .flags(squeue::Flags::BUFFER_SELECT),
+                    .flags(squeue::Flags::BUFFER_SELECT | fixed),
             ];
             // SAFETY: no pointer of ours: the kernel writes into a ring buffer it picks, which
             // the ring keeps allocated while it is lent.
@@ -205,7 +227,7 @@ impl UringStream {
         }
         let mut buf = Box::new(IoBuf::for_read());
         let (ptr, len) = buf.read_target();
-        let mut sqe = [opcode::Recv::new(fd, ptr, len as u32).build()];
+        let mut sqe = [opcode::Recv::new(fd, ptr, len as u32).build().flags(fixed)];
         // SAFETY: `ptr..ptr+len` is the heap storage of `buf`, which moves into the InFlight
         // below (or is dropped on error before anything was queued) and stays allocated until
         // the final completion: moving an IoBuf does not move its bytes.
@@ -237,14 +259,14 @@ impl UringStream {
         if self.unlinked_send.is_none() {
             return Ok(());
         }
+        let target = self.sqe_fd();
         poll_fn(|cx| {
             let Self {
                 read_op,
                 unlinked_send,
-                fd,
                 ..
             } = self;
-            poll_unlinked_send(unlinked_send, read_op.as_ref(), fd.as_raw_fd(), cx, false)
+            poll_unlinked_send(unlinked_send, read_op.as_ref(), target, cx, false)
         })
         .await
     }
@@ -259,14 +281,13 @@ impl UringStream {
             Some(op) => op.poll_done(cx).is_ready(),
             None => true,
         };
+        let target = self.sqe_fd();
         let Self {
             read_op,
             unlinked_send,
-            fd,
             ..
         } = self;
-        let fd = fd.as_raw_fd();
-        match poll_unlinked_send(unlinked_send, read_op.as_ref(), fd, cx, !recv_done) {
+        match poll_unlinked_send(unlinked_send, read_op.as_ref(), target, cx, !recv_done) {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Ready(Ok(())) if recv_done => Poll::Ready(Ok(())),
             _ => Poll::Pending,
@@ -314,7 +335,7 @@ impl Drop for UringStream {
         drop(self.read_op.take());
         // SAFETY: `fd` is taken exactly once, here, and not used afterwards.
         let fd = unsafe { ManuallyDrop::take(&mut self.fd) };
-        driver::close(fd);
+        driver::close(fd, self.registered);
     }
 }
 
@@ -427,11 +448,11 @@ impl Stream for UringStream {
         while sent < total {
             let rest = &buf.bytes()[sent..];
             let len = rest.len().min(u32::MAX as usize) as u32;
-            let mut sqe = [
-                opcode::Send::new(types::Fd(self.fd.as_raw_fd()), rest.as_ptr(), len)
-                    .flags(SEND_FLAGS)
-                    .build(),
-            ];
+            let (fd, fixed) = self.sqe_fd();
+            let mut sqe = [opcode::Send::new(fd, rest.as_ptr(), len)
+                .flags(SEND_FLAGS)
+                .build()
+                .flags(fixed)];
             // SAFETY: the bytes belong to `buf`, a StableBuf (its bytes do not move when it
             // moves), which the InFlight below owns until the final completion.
             let key = match unsafe { driver.submit(&mut sqe) } {
@@ -502,7 +523,7 @@ impl Stream for UringStream {
         }
         let copy: Box<[u8]> = buf.bytes().into();
         let (ptr, len) = (copy.as_ptr(), len as u32);
-        let fd = types::Fd(self.fd.as_raw_fd());
+        let (fd, fixed) = self.sqe_fd();
         if self.read_op.is_some() {
             // Silent when whole (see `Driver::submit_send_silent`): MSG_DONTWAIT, so the kernel
             // never parks it waiting for room and it is done when the enter that takes it in
@@ -512,7 +533,7 @@ impl Stream for UringStream {
             let sqe = opcode::Send::new(fd, ptr, len)
                 .flags(SEND_FLAGS | libc::MSG_DONTWAIT | libc::MSG_WAITALL)
                 .build()
-                .flags(squeue::Flags::SKIP_SUCCESS);
+                .flags(squeue::Flags::SKIP_SUCCESS | fixed);
             let whole = i32::try_from(len).unwrap_or(i32::MAX);
             // SAFETY: the SEND reads `copy`'s bytes and nothing else.
             let key = match unsafe { driver.submit_send_silent(sqe, copy, whole) } {
@@ -530,13 +551,13 @@ impl Stream for UringStream {
             opcode::Send::new(fd, ptr, len)
                 .flags(SEND_FLAGS | libc::MSG_WAITALL)
                 .build()
-                .flags(squeue::Flags::IO_HARDLINK | squeue::Flags::SKIP_SUCCESS),
+                .flags(squeue::Flags::IO_HARDLINK | squeue::Flags::SKIP_SUCCESS | fixed),
             // POLL_FIRST: the peer answers what is being sent, so a first try finds nothing.
             opcode::Recv::new(fd, std::ptr::null_mut(), READ_BUF_SIZE as u32)
                 .buf_group(bufring::BUF_GROUP)
                 .ioprio(RECVSEND_POLL_FIRST)
                 .build()
-                .flags(squeue::Flags::BUFFER_SELECT),
+                .flags(squeue::Flags::BUFFER_SELECT | fixed),
         ];
         // SAFETY: the SEND reads `copy`'s bytes (a boxed slice: they do not move with it), and
         // the box goes into the RECV's resources below, which live until the RECV's final
@@ -619,8 +640,10 @@ impl Stream for UringStream {
             let _ = self.arm_read(driver, true, true);
             return;
         }
-        let mut sqe =
-            [opcode::PollAdd::new(types::Fd(self.fd.as_raw_fd()), libc::POLLIN as u32).build()];
+        let (fd, fixed) = self.sqe_fd();
+        let mut sqe = [opcode::PollAdd::new(fd, libc::POLLIN as u32)
+            .build()
+            .flags(fixed)];
         // SAFETY: POLL_ADD carries no pointers. Best effort: on failure the idle check peeks.
         if let Ok(key) = unsafe { driver.submit(&mut sqe) } {
             self.read_op = Some(InFlight::new(driver, key, RecvKeep::Watch));
@@ -637,11 +660,12 @@ impl Stream for UringStream {
 /// The first try (MSG_DONTWAIT) may come back short, or refused with EAGAIN, when the socket's
 /// buffer is full: the rest then goes in a second SEND on `fd`, from the bytes its slot kept,
 /// with MSG_WAITALL and without MSG_DONTWAIT (it waits for room, and ends whole or failed,
-/// posting its completion either way).
+/// posting its completion either way). `target` is what that SEND names (see
+/// [`UringStream::sqe_fd`]).
 fn poll_unlinked_send(
     send: &mut Option<UnlinkedSend>,
     recv: Option<&InFlight<RecvKeep>>,
-    fd: RawFd,
+    target: (types::Fd, squeue::Flags),
     cx: &mut std::task::Context<'_>,
     quiet: bool,
 ) -> Poll<io::Result<()>> {
@@ -669,9 +693,10 @@ fn poll_unlinked_send(
         driver.count_short_send();
         let rest = len - sent as u32;
         let at = bytes.len() - rest as usize;
-        let sqe = opcode::Send::new(types::Fd(fd), bytes[at..].as_ptr(), rest)
+        let sqe = opcode::Send::new(target.0, bytes[at..].as_ptr(), rest)
             .flags(SEND_FLAGS | libc::MSG_WAITALL)
-            .build();
+            .build()
+            .flags(target.1);
         // SAFETY: the SEND reads the last `rest` bytes of `bytes`, which its slot keeps.
         match unsafe { driver.submit_send_keeping(sqe, bytes) } {
             Ok(key) => {
@@ -784,7 +809,7 @@ impl Listener for UringListener {
         // SAFETY: both pointers are into the boxed AcceptAddr, which the InFlight below owns
         // until the final completion; moving the Box does not move its contents.
         let key = unsafe { driver.submit(&mut sqe) }?;
-        let (res, _, AcceptKeep(addr)) = InFlight::new(driver, key, AcceptKeep(addr))
+        let (res, _, AcceptKeep(addr)) = InFlight::new(driver.clone(), key, AcceptKeep(addr))
             .complete()
             .await;
         if res < 0 {
@@ -801,7 +826,7 @@ impl Listener for UringListener {
         if !self.nodelay_inherited {
             socket2::SockRef::from(&fd).set_nodelay(true)?;
         }
-        Ok((UringStream::new(fd, Some(peer)), peer))
+        Ok((UringStream::new(fd, Some(peer), &driver), peer))
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -879,9 +904,13 @@ impl Backend for UringBackend {
         // the connect's final completion (the kernel copies the timespec at submission, which
         // precedes that completion).
         let key = unsafe { driver.submit(&mut sqes) }?;
-        let (res, _, keep) = InFlight::new(driver, key, keep).complete().await;
+        let (res, _, keep) = InFlight::new(driver.clone(), key, keep).complete().await;
         match res {
-            0 => Ok(UringStream::new(OwnedFd::from(keep.socket), Some(addr))),
+            0 => Ok(UringStream::new(
+                OwnedFd::from(keep.socket),
+                Some(addr),
+                &driver,
+            )),
             n if n == -libc::ECANCELED => Err(io::Error::new(
                 io::ErrorKind::TimedOut,
                 format!("connect to {addr} timed out"),

@@ -15,10 +15,17 @@ pub(crate) const IGNORED_USER_DATA: u64 = u64::MAX;
 /// No key encodes to it either, tagged or not (see [`MAX_SLOTS`]).
 pub(crate) const TIMER_USER_DATA: u64 = u64::MAX - 1;
 
+/// `user_data` of the FILES_UPDATEs that register a stream's socket in the ring's table of files
+/// (see `Driver::register_file`); they post a completion only when they fail.
+///
+/// No key encodes to it either (see [`MAX_SLOTS`]).
+pub(crate) const FILES_USER_DATA: u64 = u64::MAX - 2;
+
 /// Most slots one table hands out: indices stay below bit 31, which [`Key::send_failure_user_data`]
-/// uses as a tag (and so no key encodes to [`IGNORED_USER_DATA`]), and below `2^31 - 2`, so that
-/// no tagged key, whatever its generation, encodes to [`TIMER_USER_DATA`] either.
-const MAX_SLOTS: usize = (1 << 31) - 2;
+/// uses as a tag (and so no key encodes to [`IGNORED_USER_DATA`]), and below `2^31 - 3`, so that
+/// no tagged key, whatever its generation, encodes to [`TIMER_USER_DATA`] or
+/// [`FILES_USER_DATA`] either.
+const MAX_SLOTS: usize = (1 << 31) - 3;
 
 /// The tag bit in the index half of a `user_data`: "the SEND linked before this operation failed".
 const SEND_FAILURE_TAG: u64 = 1 << 31;
