@@ -256,17 +256,9 @@ pub(crate) fn close(fd: OwnedFd, registered: bool) {
         return;
     };
     if !(driver.lean.get() || driver.task_alive.get()) {
+        // Nobody submits for the ring now.
         if registered {
-            // Nobody submits for the ring now: empty the slot at once, or the table would
-            // keep the socket open for the ring's life. (Inside a borrow of the driver, which
-            // no path that drops a stream takes, the slot stays until the ring goes.)
-            if let Ok(inner) = driver.inner.try_borrow() {
-                let slot = u32::try_from(raw).unwrap_or(u32::MAX);
-                let _ = inner
-                    .ring
-                    .submitter()
-                    .register_files_update(slot, &[NO_FILE]);
-            }
+            driver.empty_slot_now(raw);
         }
         drop(fd);
         return;
@@ -294,7 +286,12 @@ pub(crate) fn close(fd: OwnedFd, registered: bool) {
         Ok(()) => {
             let _ = fd.into_raw_fd();
         }
-        Err(_) => drop(fd),
+        Err(_) => {
+            if registered {
+                driver.empty_slot_now(raw);
+            }
+            drop(fd);
+        }
     }
 }
 
@@ -377,6 +374,19 @@ impl Driver {
             late_scratch: Cell::new(Vec::new()),
             slot_numbers,
         })
+    }
+
+    /// Empties `fd`'s slot in the table of files with a system call, for a socket about to be
+    /// closed when no FILES_UPDATE can be queued: otherwise the table would keep the socket
+    /// open until the slot is reused or the ring goes. (Inside a borrow of the driver, which no
+    /// path that drops a stream takes, it stays until then.)
+    fn empty_slot_now(&self, fd: RawFd) {
+        if let (Ok(inner), Ok(slot)) = (self.inner.try_borrow(), u32::try_from(fd)) {
+            let _ = inner
+                .ring
+                .submitter()
+                .register_files_update(slot, &[NO_FILE]);
+        }
     }
 
     /// Registers the socket `fd` in the ring's table of files, at the slot of its own number,
