@@ -16,7 +16,7 @@ use super::head::{
     canonical_reason, check_host_value, check_target, spare_target, Limits, Method, Parsed,
     RequestHead, ResponseHead, Version,
 };
-use super::headers::{FieldSpan, Headers, HOST};
+use super::headers::{is_tchar, FieldSpan, Headers, HOST};
 
 /// A token byte (`tchar`, RFC 9110 section 5.6.2).
 const TCHAR: u8 = 1;
@@ -34,11 +34,7 @@ static CLASS: [u8; 256] = {
     while b < 256 {
         let byte = b as u8;
         let mut class = 0;
-        if matches!(byte,
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9'
-            | b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+'
-            | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
-        {
+        if is_tchar(byte) {
             class |= TCHAR;
         }
         if byte == b'\t' || (byte >= b' ' && byte <= b'~') {

@@ -107,7 +107,7 @@ impl Method {
     /// `PATCH`
     pub const PATCH: Method = Method(MethodRepr::Patch);
 
-    /// Builds a method from a token already known to be valid (httparse checked it).
+    /// Builds a method from a token already known to be valid (the parser checked it).
     pub(super) fn from_token(token: &str) -> Method {
         Method(match token {
             "GET" => MethodRepr::Get,
@@ -202,8 +202,8 @@ impl TryFrom<&str> for Method {
 
 /// A request head: request line and header fields.
 ///
-/// Its target's `String` comes from, and goes back to, a few kept per thread (see
-/// [`SPARE_TARGETS`]): a proxied request builds two heads, parsed and copied.
+/// Its target's `String` comes from, and goes back to, a few kept per thread: a proxied request
+/// builds two heads, parsed and copied.
 #[derive(Debug, PartialEq, Eq)]
 pub struct RequestHead {
     /// The method.

@@ -9,7 +9,7 @@ use super::error::HttpError;
 
 /// Whether `b` is a `tchar` (RFC 9110 section 5.6.2).
 #[inline]
-pub(crate) fn is_tchar(b: u8) -> bool {
+pub(crate) const fn is_tchar(b: u8) -> bool {
     matches!(b,
         b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9'
         | b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+'
