@@ -10,11 +10,8 @@
 //! instructions through httparse's header array and the copy out of it (callgrind), a fifth
 //! of the request path.
 
-use std::borrow::Cow;
-
 use super::head::{
-    canonical_reason, check_host_value, check_target, spare_target, Limits, Method, Parsed,
-    RequestHead, ResponseHead, Version,
+    check_host_value, check_target, Limits, Method, Parsed, RequestHead, ResponseHead, Version,
 };
 use super::headers::{is_tchar, FieldSpan, Headers, HOST};
 
@@ -237,15 +234,7 @@ pub(super) fn request(window: &[u8], limits: &Limits) -> Option<Parsed<RequestHe
     } else {
         check_host_value(version, None, authority).ok()?;
     }
-    Some(Parsed::Complete {
-        head: RequestHead {
-            method,
-            target: spare_target(target),
-            version,
-            headers,
-        },
-        len,
-    })
+    Some(RequestHead::parsed(method, target, version, headers, len))
 }
 
 /// A response head in the common shape, from the start of `window` (see the module doc).
@@ -273,18 +262,8 @@ pub(super) fn response(window: &[u8], limits: &Limits) -> Option<Parsed<Response
     if len > limits.max_head_bytes {
         return None;
     }
-    Some(Parsed::Complete {
-        head: ResponseHead {
-            version,
-            status,
-            reason: match canonical_reason(status) {
-                Some(c) if c == reason => Cow::Borrowed(c),
-                _ => Cow::Owned(reason.to_owned()),
-            },
-            headers: Headers::from_block(&window[fields_at..len - 2], &spans[..n]),
-        },
-        len,
-    })
+    let headers = Headers::from_block(&window[fields_at..len - 2], &spans[..n]);
+    Some(ResponseHead::parsed(version, status, reason, headers, len))
 }
 
 #[cfg(test)]

@@ -239,6 +239,52 @@ impl RequestHead {
     }
 }
 
+impl RequestHead {
+    /// What either parser returns for a complete, valid request head `len` bytes long.
+    pub(super) fn parsed(
+        method: Method,
+        target: &str,
+        version: Version,
+        headers: Headers,
+        len: usize,
+    ) -> Parsed<RequestHead> {
+        Parsed::Complete {
+            head: RequestHead {
+                method,
+                target: spare_target(target),
+                version,
+                headers,
+            },
+            len,
+        }
+    }
+}
+
+impl ResponseHead {
+    /// What either parser returns for a complete, valid response head `len` bytes long; the
+    /// reason is borrowed when it is the registered one.
+    pub(super) fn parsed(
+        version: Version,
+        status: u16,
+        reason: &str,
+        headers: Headers,
+        len: usize,
+    ) -> Parsed<ResponseHead> {
+        Parsed::Complete {
+            head: ResponseHead {
+                version,
+                status,
+                reason: match canonical_reason(status) {
+                    Some(c) if c == reason => Cow::Borrowed(c),
+                    _ => Cow::Owned(reason.to_owned()),
+                },
+                headers,
+            },
+            len,
+        }
+    }
+}
+
 impl Clone for RequestHead {
     fn clone(&self) -> Self {
         self.clone_with_room(0, 0)
@@ -256,7 +302,7 @@ thread_local! {
 }
 
 /// `target` in a string of this thread's spares, or a new one.
-pub(super) fn spare_target(target: &str) -> String {
+fn spare_target(target: &str) -> String {
     let mut s = SPARE_TARGETS
         .try_with(|s| s.borrow_mut().pop())
         .ok()
@@ -485,15 +531,7 @@ pub(super) fn parse_request_general(
                 let authority = check_target(&method, target)?;
                 check_host(version, req.headers, authority)?;
                 let headers = Headers::from_parsed(window, req.headers);
-                Ok(Parsed::Complete {
-                    head: RequestHead {
-                        method,
-                        target: spare_target(target),
-                        version,
-                        headers,
-                    },
-                    len,
-                })
+                Ok(RequestHead::parsed(method, target, version, headers, len))
             }
             Ok(httparse::Status::Partial) => {
                 check_partial_request(window, limits)?;
@@ -553,18 +591,7 @@ pub(super) fn parse_response_general(
                     Version::Http11
                 };
                 let headers = Headers::from_parsed(window, res.headers);
-                Ok(Parsed::Complete {
-                    head: ResponseHead {
-                        version,
-                        status,
-                        reason: match canonical_reason(status) {
-                            Some(c) if c == reason => Cow::Borrowed(c),
-                            _ => Cow::Owned(reason.to_owned()),
-                        },
-                        headers,
-                    },
-                    len,
-                })
+                Ok(ResponseHead::parsed(version, status, reason, headers, len))
             }
             Ok(httparse::Status::Partial) => {
                 if window.len() > limits.max_head_bytes {
