@@ -29,8 +29,6 @@ use super::slots::{Key, Slots, FILES_USER_DATA, IGNORED_USER_DATA, TIMER_USER_DA
 use super::UringStats;
 use crate::l4::buf::IoBuf;
 
-/// Submission queue entries per ring; a full queue is flushed early by the operation that
-/// found it full.
 /// Most slots in each ring's table of registered files (fewer when the descriptor limit is
 /// lower: the kernel refuses a table larger). A stream's slot is its descriptor's number (see
 /// [`Driver::register_file`]); a stream whose descriptor is past the table names its
@@ -56,6 +54,8 @@ fn descriptor_limit() -> u32 {
 /// when it issues the FILES_UPDATE, in a later `io_uring_enter`.
 static NO_FILE: RawFd = -1;
 
+/// Submission queue entries per ring; a full queue is flushed early by the operation that
+/// found it full.
 const SQ_ENTRIES: u32 = 256;
 
 /// Completion queue entries per ring (the kernel buffers overflow beyond it, at a cost).
@@ -338,7 +338,8 @@ impl Driver {
         // Submitter that registered it, and `ring.submitter()` builds a fresh one per call, so
         // a registration here would take a kernel slot and never be used (it was, until this
         // was noticed). Using it needs a long-lived Submitter; see docs/internals.md.
-        // The kernel refuses a table larger than the descriptor limit (EMFILE).
+        //
+        // The table of files: the kernel refuses one larger than the descriptor limit (EMFILE).
         let slots = REGISTERED_FILES.min(descriptor_limit());
         let slot_numbers = match ring.submitter().register_files_sparse(slots) {
             Ok(()) => (0..slots as RawFd).collect(),
